@@ -1,0 +1,95 @@
+"""Delta checkpoints: only what a stage trained (projector, LoRA adapter or full LLM) plus its config.
+
+Layout of one checkpoint folder:
+    config.yaml             resolved config of the run that wrote it
+    projector.safetensors   when freeze.projector == full
+    adapter/                standard PEFT adapter folder (when freeze.llm == lora)
+    llm/                    full Hugging Face model + tokenizer folder (when freeze.llm == full)
+    trainer_state.json, rng.safetensors, deepspeed/   resume state (see skillgpt.checkpoint.resume)
+    COMPLETE                written last; folders without it are ignored
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerBase
+
+from skillgpt.config import Config, load_resolved, save_config
+from skillgpt.models.skill_model import SkillGPT
+
+COMPLETE = "COMPLETE"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (by step)."""
+    run = Path(run_dir)
+    found = [p for p in run.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (-> its newest complete checkpoint)."""
+    p = Path(path)
+    if (p / COMPLETE).is_file():
+        return p
+    found = list_checkpoints(p) if p.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"{p}: no complete checkpoint here (expected {CHECKPOINT_PREFIX}N/{COMPLETE})")
+    return found[-1]
+
+
+def save_trained_parts(model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Write the parts the freeze policy trained, and the resolved config."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if cfg.freeze.projector == "full":
+        state = {k: v.detach().float().contiguous().cpu() for k, v in model.projector.state_dict().items()}
+        save_file(state, str(out / "projector.safetensors"))
+    if cfg.freeze.llm == "lora":
+        model.llm.peft_config["default"].base_model_name_or_path = str(model.base_llm_path)
+        model.llm.save_pretrained(str(out / "adapter"))
+    elif cfg.freeze.llm == "full":
+        model.causal_lm.save_pretrained(str(out / "llm"))
+        tokenizer.save_pretrained(str(out / "llm"))
+
+
+def _load_full_llm(model: SkillGPT, folder: Path) -> None:
+    state: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    target = model.causal_lm
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(target.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{folder}: LLM weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.base_llm_path = str(folder)
+
+
+def _load_adapter(model: SkillGPT, folder: Path) -> None:
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    if isinstance(model.llm, PeftModel):
+        result = set_peft_model_state_dict(model.llm, weights)
+        if result.unexpected_keys:
+            raise ValueError(f"{folder}: adapter keys not in the model: {result.unexpected_keys[:5]}")
+    else:  # an earlier stage's LoRA: merge it into the base weights
+        model.llm = PeftModel.from_pretrained(model.llm, str(folder)).merge_and_unload()
+
+
+def load_trained_parts(model: SkillGPT, ckpt: Path) -> Config:
+    """Load what `ckpt` trained into `model` (built from a compatible config). Returns ckpt's config."""
+    ckpt_cfg = load_resolved(ckpt / "config.yaml")
+    if (ckpt / "llm").is_dir():
+        _load_full_llm(model, ckpt / "llm")
+    if (ckpt / "projector.safetensors").is_file():
+        state = load_file(str(ckpt / "projector.safetensors"))
+        try:
+            model.projector.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{ckpt / 'projector.safetensors'}: does not fit model.projector: {err}") from err
+    if (ckpt / "adapter").is_dir():
+        _load_adapter(model, ckpt / "adapter")
+    return ckpt_cfg

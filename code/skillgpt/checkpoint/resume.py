@@ -1,0 +1,98 @@
+"""Resume state: step counters, RNG streams and the DeepSpeed optimizer/scheduler state.
+
+A checkpoint is written to `.tmp-checkpoint-N/`, marked COMPLETE and renamed into place, so a run killed
+mid-save leaves the previous checkpoint as the newest complete one.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerBase
+
+from skillgpt.checkpoint.delta import CHECKPOINT_PREFIX, COMPLETE, list_checkpoints, save_trained_parts
+from skillgpt.config import Config
+from skillgpt.models.skill_model import SkillGPT
+
+DS_TAG = "state"
+
+
+@dataclass
+class TrainerState:
+    """Where the run is: optimizer steps done, current epoch, micro-batches of that epoch consumed."""
+
+    global_step: int = 0
+    epoch: int = 0
+    micro_step: int = 0
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _save_rng(folder: Path) -> None:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(folder / f"rng_rank{_rank()}.safetensors"))
+    np_state = np.random.get_state()
+    py = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+          "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    (folder / f"rng_rank{_rank()}.json").write_text(json.dumps(py))
+
+
+def _load_rng(folder: Path) -> None:
+    tensors = load_file(str(folder / f"rng_rank{_rank()}.safetensors"))
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    py = json.loads((folder / f"rng_rank{_rank()}.json").read_text())
+    random.setstate((py["python"][0], tuple(py["python"][1]), py["python"][2]))
+    kind, keys, pos, has_gauss, gauss = py["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+
+def save_checkpoint(
+    engine, model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, state: TrainerState, run_dir: Path
+) -> Path:
+    """Write a complete checkpoint (all ranks must call this) and prune to `train.keep_last`."""
+    final = run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = run_dir / f".tmp-{final.name}"
+    if _rank() == 0 and tmp.exists():
+        shutil.rmtree(tmp)
+    _barrier()
+    engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, save_latest=False, exclude_frozen_parameters=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    _save_rng(tmp)
+    _barrier()
+    if _rank() == 0:
+        save_trained_parts(model, cfg, tokenizer, tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+        (tmp / COMPLETE).write_text("ok\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        if cfg.train.keep_last > 0:
+            for old in list_checkpoints(run_dir)[: -cfg.train.keep_last]:
+                shutil.rmtree(old)
+    _barrier()
+    return final
+
+
+def load_resume_state(engine, ckpt: Path) -> TrainerState:
+    """Restore optimizer/scheduler (DeepSpeed), RNG streams and counters from `ckpt`."""
+    engine.load_checkpoint(str(ckpt / "deepspeed"), tag=DS_TAG, load_module_strict=False)
+    _load_rng(ckpt)
+    return TrainerState(**json.loads((ckpt / "trainer_state.json").read_text()))

@@ -1,0 +1,48 @@
+"""Typed run configuration: schema dataclasses plus strict YAML composition."""
+from .loader import (
+    ConfigError,
+    config_diff,
+    load_config,
+    load_resolved,
+    parse_overrides,
+    save_config,
+)
+from .schema import (
+    CLIP_MEAN,
+    CLIP_STD,
+    PROFICIENCY_LEVELS,
+    Config,
+    DataConfig,
+    EncoderConfig,
+    EvalConfig,
+    FreezeConfig,
+    LLMConfig,
+    LoraConfig,
+    ModelConfig,
+    ProjectorConfig,
+    TrainConfig,
+    VideoConfig,
+)
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "PROFICIENCY_LEVELS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EncoderConfig",
+    "EvalConfig",
+    "FreezeConfig",
+    "LLMConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "ProjectorConfig",
+    "TrainConfig",
+    "VideoConfig",
+    "config_diff",
+    "load_config",
+    "load_resolved",
+    "parse_overrides",
+    "save_config",
+]

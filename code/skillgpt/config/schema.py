@@ -1,0 +1,148 @@
+"""Typed configuration schema. Every YAML file and `key=value` override is checked against it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+PROFICIENCY_LEVELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
+
+
+@dataclass
+class VideoConfig:
+    """How a video file becomes a clip tensor [num_clips * num_crops, C, frames_per_clip, H, W]."""
+
+    num_clips: int = 5  # clips spread evenly over the video (reference: 5)
+    clip_duration: float = 2.0  # seconds per clip (reference: 2 s)
+    frames_per_clip: int = 2  # frames sampled uniformly inside a clip (reference: 2)
+    resolution: int = 224  # short side resized to this, then square crops of this size
+    num_crops: int = 1  # 1 = centre crop; 3 = left/centre/right as the reference does
+    mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+
+
+@dataclass
+class EncoderConfig:
+    """Frozen visual encoder. `name` picks the builder from the encoder registry."""
+
+    name: str = "imagebind"
+    checkpoint: Optional[str] = None  # local imagebind_huge.pth / .safetensors; None = seeded random init
+    init_seed: int = 0
+    image_size: int = 224
+    patch_size: int = 14
+    frames: int = 2  # temporal kernel of the video stem
+    vision_width: int = 1280
+    vision_layers: int = 32
+    vision_heads: int = 16
+    audio_width: int = 768
+    audio_layers: int = 12
+    audio_heads: int = 12
+    audio_mel_bins: int = 128
+    audio_target_len: int = 204
+    audio_kernel_size: int = 16
+    audio_stride: int = 10
+    out_dim: int = 1024
+    # What the LLM sees: "pooled" (one normalised embedding per video, PandaGPT),
+    # "clip_embeddings" (one head embedding per clip) or "clip_tokens" (trunk tokens per clip).
+    output: str = "clip_tokens"
+    keep_cls: bool = True  # clip_tokens: keep the class token of each clip
+    pool: int = 1  # clip_tokens: a g x g patch grid becomes round(g/pool) x round(g/pool)
+    normalize_tokens: bool = True  # clip_tokens: apply the head's final LayerNorm
+
+
+@dataclass
+class ProjectorConfig:
+    name: str = "linear"  # registry key: linear | mlp2x_gelu
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class LLMConfig:
+    path: str = MISSING  # local folder with config.json, weights and tokenizer
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    attn_implementation: str = "sdpa"
+    template: str = "vicuna_v0"  # conversation template name (skillgpt.data.templates)
+    max_length: int = 512  # tokens per sample including visual tokens
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+@dataclass
+class FreezeConfig:
+    """Per-stage policy for each part: frozen | lora | full (lora only applies to the llm)."""
+
+    encoder: str = "frozen"
+    projector: str = "full"
+    llm: str = "frozen"
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING  # JSON file of samples
+    val: Optional[str] = None
+    test: Optional[str] = None
+    format: str = "conversation"  # conversation | caption
+    media_root: Optional[str] = None  # relative media paths resolve here (default: the JSON's folder)
+    caption_prompts: list[str] = field(
+        default_factory=lambda: ["<video> Describe this video.", "<video> What happens in this clip?"]
+    )
+    num_workers: int = 0
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = MISSING
+    init_from: Optional[str] = None  # checkpoint folder of the previous stage
+    deepspeed_config: str = "dsconfig/stage_1.json"
+    epochs: int = 1
+    max_steps: int = -1  # optimizer steps; -1 = run all epochs
+    micro_batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
+    seed: int = 42
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = end of every epoch only
+    keep_last: int = 2
+    resume: bool = True
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"  # data.<split> is evaluated
+    labels: list[str] = field(default_factory=lambda: list(PROFICIENCY_LEVELS))
+    question: str = "<video> What is the proficiency level of this athlete?"
+    max_new_tokens: int = 32
+    batch_size: int = 8
+
+
+@dataclass
+class Config:
+    run_name: str = "run"
+    stage: int = 1
+    preset: str = MISSING  # model preset file in config/model/<preset>.yaml
+    model: ModelConfig = field(default_factory=ModelConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

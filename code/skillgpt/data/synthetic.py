@@ -1,0 +1,276 @@
+"""Deterministic synthetic skill dataset (`skillgpt make-sample-data`).
+
+Each video is a metronome drill of one-second beats. An object follows a periodic path driven by a
+phase ``phi(t)``; clean beats advance ``phi`` at the scenario tempo, flawed beats contain a timing
+error (hesitation, rush, stumble) that is never caught up. The proficiency level only sets how many
+beats are flawed, so the label lives in the motion alone: every static property (background,
+colours, sizes, path amplitude/centre, starting phase) is drawn from a level-independent stream,
+and the starting phase is uniform, so any single frame has the same distribution for every level.
+Videos are encoded intra-only at a constant quantiser, so each decoded frame depends only on its
+own content and not on the motion around it.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sys
+import zlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from skillgpt.config.schema import PROFICIENCY_LEVELS
+from skillgpt.data.synthetic_render import SCENARIOS, render_frames, sample_scene
+
+QUESTION = "<video> What is the proficiency level of this athlete?"
+FOLLOW_UP = "What should they improve?"
+BEAT_S = 1.0
+TEMPO = {"basketball_dribble": 0.25, "gymnastics_swing": 0.25}  # path cycles per second
+FLAWED_FRACTION = dict(zip(PROFICIENCY_LEVELS, [0.75, 0.5, 0.25, 0.0]))  # 6/4/2/0 of 8 beats
+FLAW_TYPES = ["hesitation", "rush", "stumble"]
+# type -> (rate factor, (duration range s), (start-in-beat range s)); windows end before 0.86 s so
+# the first and last frame of each one-second clip window bracket the whole flaw.
+FLAW_SPEC = {
+    "hesitation": (0.0, (0.5, 0.65), (0.08, 0.2)),
+    "rush": (2.0, (0.5, 0.6), (0.1, 0.25)),
+    "stumble": (-1.0, (0.27, 0.33), (0.12, 0.5)),
+}
+JITTER = 0.03  # natural per-beat tempo variation, identical for every level
+CODEC = {"codec": "libx264", "pix_fmt": "yuv420p", "qp": "18", "keyint": 1, "preset": "veryfast"}
+DEFAULT_PER_LEVEL = {"train": 24, "val": 6, "test": 8}
+
+TEXT = {
+    "basketball_dribble": {
+        "scene": ["A player dribbles a basketball between the hand and the floor",
+                  "An athlete runs a basketball dribbling drill to a metronome",
+                  "A basketball is pushed to the floor and caught again in a repeated dribble"],
+        "names": {"hesitation": ("hesitation", "hesitations"), "rush": ("rushed bounce", "rushed bounces"),
+                  "stumble": ("fumble where the ball slips back", "fumbles where the ball slips back")},
+        "tips": {"hesitation": "Keep the ball moving through every beat instead of holding it.",
+                 "rush": "Do not rush: push each bounce exactly on the metronome.",
+                 "stumble": "Control the ball so it never slips back against the dribble."},
+        "refine": ["To refine, keep the eyes up while holding the same tempo.",
+                   "To refine, dribble a little lower to tighten control at this tempo."],
+    },
+    "gymnastics_swing": {
+        "scene": ["A gymnast performs giant swings around the high bar",
+                  "An athlete circles the bar in a series of giant swings",
+                  "A gymnast swings in full circles around a horizontal bar"],
+        "names": {"hesitation": ("stall", "stalls"), "rush": ("rushed swing", "rushed swings"),
+                  "stumble": ("drop back against the swing", "drops back against the swing")},
+        "tips": {"hesitation": "Keep momentum through the top instead of stalling.",
+                 "rush": "Do not rush the downswing; stay with the count.",
+                 "stumble": "Commit to each rotation so the body never drops back."},
+        "refine": ["To refine, keep the body fully extended through the bottom of each swing.",
+                   "To refine, keep the same tempo while tightening the hollow shape."],
+    },
+}
+STEADY = ["keeping a steady, even rhythm on every beat", "with smooth, evenly timed repetitions",
+          "in time with the metronome throughout"]
+UNEVEN = ["but the rhythm breaks with {flaws}", "with an uneven rhythm: {flaws}",
+          "and loses the tempo on {n} of {beats} beats ({flaws})"]
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def _num(n: int) -> str:
+    return NUMBERS[n] if n < len(NUMBERS) else str(n)
+
+
+def _rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+    """Independent generator per (seed, split, video, stream); stable across processes."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), stream, index + 1])
+
+
+def num_flawed(level: str, beats: int) -> int:
+    return int(round(FLAWED_FRACTION[level] * beats))
+
+
+# --------------------------------------------------------------------------- motion
+def sample_flaws(level: str, beats: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Which beats are flawed, with flaw type and window (start inside the beat, duration)."""
+    chosen = sorted(rng.choice(beats, size=num_flawed(level, beats), replace=False).tolist())
+    flaws = []
+    for b in chosen:
+        kind = FLAW_TYPES[int(rng.integers(len(FLAW_TYPES)))]
+        _, dur, start = FLAW_SPEC[kind]
+        flaws.append({"beat": int(b), "type": kind, "start_s": round(b * BEAT_S + rng.uniform(*start), 4),
+                      "duration_s": round(float(rng.uniform(*dur)), 4)})
+    return flaws
+
+
+def phase_track(flaws: list[dict[str, Any]], tempo: float, phase0: float, num_frames: int, fps: float,
+                rng: np.random.Generator, substeps: int = 40) -> np.ndarray:
+    """Phase (in cycles) at each frame time: integrated tempo with jitter and flaw windows."""
+    dt = 1.0 / (fps * substeps)
+    t = np.arange(num_frames * substeps) * dt + dt / 2  # midpoints of integration steps
+    beats = int(np.ceil(num_frames / fps / BEAT_S)) + 1
+    jitter = np.clip(rng.normal(0.0, JITTER, size=beats), -2.5 * JITTER, 2.5 * JITTER)
+    wobble_f, wobble_p = rng.uniform(0.3, 0.9), rng.uniform(0, 2 * np.pi)
+    wobble = 0.5 * JITTER * np.sin(2 * np.pi * wobble_f * t + wobble_p)
+    rate = tempo * (1.0 + jitter[(t // BEAT_S).astype(int)] + wobble)
+    for f in flaws:
+        inside = (t >= f["start_s"]) & (t < f["start_s"] + f["duration_s"])
+        rate[inside] = tempo * FLAW_SPEC[f["type"]][0]
+    phi = np.concatenate([[0.0], np.cumsum(rate * dt)])
+    return phase0 + phi[::substeps][:num_frames]
+
+
+# --------------------------------------------------------------------------- text
+def _flaw_list(scenario: str, flaws: list[dict[str, Any]]) -> str:
+    names = TEXT[scenario]["names"]
+    counts = [(k, sum(f["type"] == k for f in flaws)) for k in FLAW_TYPES]
+    parts = [f"{_num(n)} {names[k][n > 1]}" for k, n in counts if n]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def caption(scenario: str, flaws: list[dict[str, Any]], beats: int, rng: np.random.Generator) -> str:
+    """Stage-1 caption: scenario plus the visible rhythm, with seeded paraphrases."""
+    scene = TEXT[scenario]["scene"][int(rng.integers(3))]
+    if not flaws:
+        return f"{scene}, {STEADY[int(rng.integers(len(STEADY)))]}."
+    motion = UNEVEN[int(rng.integers(len(UNEVEN)))]
+    return f"{scene}, " + motion.format(flaws=_flaw_list(scenario, flaws), n=len(flaws), beats=beats) + "."
+
+
+def feedback(scenario: str, flaws: list[dict[str, Any]], beats: int, rng: np.random.Generator) -> str:
+    """Coaching answer derived from the actual flaws (praise plus a refinement tip when clean)."""
+    text = TEXT[scenario]
+    if not flaws:
+        refine = text["refine"][int(rng.integers(len(text["refine"])))]
+        return f"Excellent control: all {beats} beats were on tempo with a steady rhythm. {refine}"
+    order = sorted(FLAW_TYPES, key=lambda k: (-sum(f["type"] == k for f in flaws), FLAW_TYPES.index(k)))
+    tips = " ".join(text["tips"][k] for k in order if any(f["type"] == k for f in flaws))
+    return f"The rhythm broke on {len(flaws)} of {beats} beats ({_flaw_list(scenario, flaws)}). {tips}"
+
+
+# --------------------------------------------------------------------------- encoding
+def encode_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+    """Write uint8 RGB frames as intra-only h264 (yuv420p, constant QP) mp4 with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(CODEC["codec"], rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], CODEC["pix_fmt"]
+        stream.thread_count = 1
+        k = CODEC["keyint"]
+        stream.options = {"qp": CODEC["qp"], "preset": CODEC["preset"],
+                          "x264-params": f"keyint={k}:min-keyint={k}:scenecut=0:bframes=0:threads=1"}
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _render_job(job: dict[str, Any]) -> str:
+    """Worker: render one planned video and write its mp4."""
+    frames = render_frames(job["scenario"], job["scene"], np.asarray(job["phases"]), job["size"])
+    encode_mp4(frames, Path(job["path"]), job["fps"])
+    return job["id"]
+
+
+# --------------------------------------------------------------------------- planning
+def plan_split(split: str, n_per_level: int, seed: int, beats: int, num_frames: int,
+               fps: float) -> list[dict[str, Any]]:
+    """Balanced, shuffled plan: level x scenario round-robin, ids deterministic from the seed."""
+    pairs = [(lvl, SCENARIOS[j % len(SCENARIOS)]) for lvl in PROFICIENCY_LEVELS for j in range(n_per_level)]
+    order = _rng(seed, split, -1, 0).permutation(len(pairs))
+    plan = []
+    for k, p in enumerate(order):
+        level, scenario = pairs[int(p)]
+        scene = sample_scene(scenario, _rng(seed, split, k, 0))  # static: never sees the level
+        motion = _rng(seed, split, k, 1)
+        flaws = sample_flaws(level, beats, motion)
+        phases = phase_track(flaws, TEMPO[scenario], scene["phase0"], num_frames, fps, motion)
+        text = _rng(seed, split, k, 2)
+        vid = f"syn{seed}_{split}_{k:04d}"
+        plan.append({"id": vid, "split": split, "video": f"videos/{split}/{vid}.mp4", "scenario": scenario,
+                     "label": level, "flaws": flaws, "phases": phases.tolist(),
+                     "caption": caption(scenario, flaws, beats, text),
+                     "feedback": feedback(scenario, flaws, beats, text), "scene": scene})
+    return plan
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _render_all(jobs: list[dict[str, Any]], workers: int, progress: bool) -> None:
+    """Render and encode every job, in-process or in a worker pool, with a tqdm bar."""
+    def bar() -> tqdm:
+        return tqdm(total=len(jobs), desc="make-sample-data", unit="video", disable=not progress)
+
+    if workers <= 1 or len(jobs) < 2:
+        with bar() as b:
+            for job in jobs:
+                _render_job(job)
+                b.update(1)
+        return
+    # fork on Linux: callers need no `__main__` guard and workers skip re-imports; the pool is
+    # created before tqdm starts its monitor thread. Output does not depend on the worker count.
+    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ctx.Pool(min(workers, len(jobs))) as pool, bar() as b:
+        for _ in pool.imap_unordered(_render_job, jobs, chunksize=2):
+            b.update(1)
+
+
+def _skill_record(p: dict[str, Any]) -> dict[str, Any]:
+    turns = [("human", QUESTION), ("gpt", p["label"]), ("human", FOLLOW_UP), ("gpt", p["feedback"])]
+    return {"id": p["id"], "video": p["video"], "scenario": p["scenario"], "label": p["label"],
+            "conversations": [{"from": who, "value": text} for who, text in turns]}
+
+
+def _video_facts(p: dict[str, Any]) -> dict[str, Any]:
+    return {"id": p["id"], "split": p["split"], "video": p["video"], "scenario": p["scenario"],
+            "level": p["label"], "flawed_beats": [f["beat"] for f in p["flaws"]],
+            "flaw_types": [f["type"] for f in p["flaws"]], "flaws": p["flaws"],
+            "start_phase": p["scene"]["phase0"], "cycles_completed": round(p["phases"][-1] - p["phases"][0], 4)}
+
+
+def _split_counts(plan: list[dict[str, Any]]) -> dict[str, Any]:
+    by_scenario = {sc: {lvl: sum(p["scenario"] == sc and p["label"] == lvl for p in plan)
+                        for lvl in PROFICIENCY_LEVELS} for sc in SCENARIOS}
+    levels = {lvl: sum(c[lvl] for c in by_scenario.values()) for lvl in PROFICIENCY_LEVELS}
+    return {"num_videos": len(plan), "levels": levels, "scenarios": by_scenario}
+
+
+def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dict[str, int]] = None,
+                     size: int = 64, fps: int = 8, duration_s: float = 8.0, workers: int = 2,
+                     progress: bool = True) -> dict[str, Any]:
+    """Render the synthetic benchmark into ``out_dir`` and return counts per split/scenario/level.
+
+    ``per_level`` maps split name to videos per level (default train 24, val 6, test 8). Writes
+    ``videos/<split>/<id>.mp4``, ``captions_<split>.json``, ``skill_<split>.json`` and
+    ``metadata.json``; the same arguments (any ``workers``) give byte-identical output.
+    """
+    per_level = {k: int(v) for k, v in (DEFAULT_PER_LEVEL if per_level is None else per_level).items()}
+    if seed < 0 or size < 16 or size % 2 or fps <= 0 or duration_s < BEAT_S:
+        raise ValueError("need seed >= 0, an even size >= 16 (yuv420p), fps > 0 and duration_s >= 1 beat")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_frames, beats = int(round(duration_s * fps)), int(duration_s // BEAT_S)
+    plans = {s: plan_split(s, n, seed, beats, num_frames, fps) for s, n in per_level.items()}
+    _render_all([{"id": p["id"], "scenario": p["scenario"], "scene": p["scene"], "phases": p["phases"],
+                  "size": size, "fps": fps, "path": str(out / p["video"])}
+                 for plan in plans.values() for p in plan], workers, progress)
+    for split, plan in plans.items():
+        _write_json(out / f"captions_{split}.json",
+                    [{"id": p["id"], "video": p["video"], "caption": p["caption"]} for p in plan])
+        _write_json(out / f"skill_{split}.json", [_skill_record(p) for p in plan])
+    generator = {
+        "name": "skillgpt.data.synthetic", "version": 1, "seed": seed, "per_level": per_level, "size": size,
+        "fps": fps, "duration_s": duration_s, "num_frames": num_frames, "beats": beats, "beat_s": BEAT_S,
+        "levels": PROFICIENCY_LEVELS, "scenarios": SCENARIOS, "tempo_cycles_per_s": TEMPO,
+        "flawed_beats_per_level": {lvl: num_flawed(lvl, beats) for lvl in PROFICIENCY_LEVELS},
+        "flaw_spec": {k: {"rate_factor": v[0], "duration_s": list(v[1]), "start_in_beat_s": list(v[2])}
+                      for k, v in FLAW_SPEC.items()},
+        "tempo_jitter": JITTER, "codec": CODEC, "question": QUESTION,
+    }
+    videos = [_video_facts(p) for plan in plans.values() for p in plan]
+    _write_json(out / "metadata.json", {"generator": generator, "videos": videos})
+    return {"out_dir": str(out), "num_videos": len(videos),
+            "splits": {split: _split_counts(plan) for split, plan in plans.items()}}

@@ -1,0 +1,406 @@
+"""Conversation templates: the single place (training, CLI, chat, demo) where turns become text, ids, labels.
+
+A template renders validated messages into one string plus the supervised character spans (assistant
+replies with their terminator). `tokenize_conversation` tokenizes it with offsets, labels tokens inside
+those spans and expands placeholders (``<video>``) into runs of negative ids replaced by visual features.
+"""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+PLACEHOLDERS: dict[str, int] = {"<video>": -200, "<image>": -201, "<audio>": -202}
+IGNORE_INDEX = -100
+Span = tuple[int, int]
+Message = dict[str, str]  # normalised: {"role": "system"|"user"|"assistant", "content": str}
+
+_ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+VICUNA_V0_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAMA2_SYSTEM = "You are a helpful assistant that understands videos and answers questions about them."
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """Validate LLaVA (``from``/``value``) or OpenAI (``role``/``content``) turns into role/content dicts.
+
+    Rules: at most one system turn, first; then strictly alternating user/assistant, starting with user.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ValueError("a conversation must be a non-empty list of turns")
+    out: list[Message] = []
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, Mapping):
+            raise ValueError(f"turn {i} must be an object with 'from'/'value' or 'role'/'content', got {turn!r}")
+        raw_role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        if raw_role is None:
+            raise ValueError(f"turn {i} has no 'from' or 'role' field: {dict(turn)!r}")
+        role = _ROLE_ALIASES.get(str(raw_role).lower())
+        if role is None:
+            raise ValueError(f"turn {i} has unknown role {raw_role!r}; expected one of {sorted(_ROLE_ALIASES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"turn {i} ({raw_role}) needs a string 'value'/'content', got {content!r}")
+        out.append({"role": role, "content": content})
+    body = out[1:] if out[0]["role"] == "system" else out
+    if not body:
+        raise ValueError("a conversation needs at least one human/user turn after the system turn")
+    offset = len(out) - len(body)
+    for j, msg in enumerate(body):
+        expected = "user" if j % 2 == 0 else "assistant"
+        if msg["role"] != expected:
+            where = "the first non-system turn" if j == 0 else f"turn {j + offset}"
+            raw = messages[j + offset].get("from", messages[j + offset].get("role"))
+            raise ValueError(
+                f"{where} must be a {'human/user' if expected == 'user' else 'gpt/assistant'} turn, got {raw!r} "
+                "(turns must alternate human/gpt, starting with human; a system turn may only come first)"
+            )
+    return out
+
+
+def count_placeholders(messages: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How often each placeholder (all keys of PLACEHOLDERS) occurs over all turns."""
+    msgs = normalize_messages(messages)
+    return {p: sum(m["content"].count(p) for m in msgs) for p in PLACEHOLDERS}
+
+
+def _split_system(messages: list[Message], default: str) -> tuple[str, list[Message]]:
+    if messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return default, messages
+
+
+def _eos(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
+    if not tokenizer.eos_token:
+        raise ValueError(f"template {template!r} needs a tokenizer with an eos_token")
+    return str(tokenizer.eos_token)
+
+
+class _Builder:
+    """Concatenates text pieces and records the supervised character spans."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.spans: list[Span] = []
+        self.length = 0
+
+    def add(self, text: str, supervised: bool = False) -> None:
+        if supervised and text:
+            self.spans.append((self.length, self.length + len(text)))
+        self.parts.append(text)
+        self.length += len(text)
+
+    def result(self) -> tuple[str, list[Span]]:
+        return "".join(self.parts), self.spans
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class ConversationTemplate(ABC):
+    """A conversation format. ``add_bos``: prepend the tokenizer's BOS id before the rendered text."""
+
+    name: str
+    add_bos: bool
+
+    @abstractmethod
+    def render_messages(
+        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
+    ) -> tuple[str, list[Span]]:
+        """Render already-normalised messages; returns the text and its supervised character spans."""
+
+    @abstractmethod
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        """Strings that end an assistant reply during generation."""
+
+
+@dataclass
+class SeparatorTemplate(ConversationTemplate):
+    """``system + system_sep``, then per turn ``user_prefix msg assistant_prefix`` and the supervised
+    `` reply terminator``. ``{eos}`` in the terminator/stops is replaced by the tokenizer's eos string."""
+
+    name: str
+    system: str
+    system_sep: str
+    first_user_prefix: str
+    user_prefix: str
+    assistant_prefix: str
+    terminator: str
+    stops: tuple[str, ...]
+    add_bos: bool = True
+
+    def _fill(self, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+        return text.replace("{eos}", _eos(tokenizer, self.name)) if "{eos}" in text else text
+
+    def render_messages(
+        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
+    ) -> tuple[str, list[Span]]:
+        system, turns = _split_system(messages, self.system)
+        out = _Builder()
+        if system:
+            out.add(system + self.system_sep)
+        terminator = self._fill(self.terminator, tokenizer)
+        for i, msg in enumerate(turns):
+            if msg["role"] == "user":
+                prefix = self.first_user_prefix if i == 0 else self.user_prefix
+                out.add(prefix + msg["content"] + self.assistant_prefix)
+            else:
+                out.add(" " + msg["content"] + terminator, supervised=True)
+        return out.result()
+
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return [self._fill(s, tokenizer) for s in self.stops]
+
+
+@dataclass
+class Llama2Template(ConversationTemplate):
+    """Meta's Llama-2 chat format: ``[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{msg} [/INST] {reply} </s>``;
+    later turns start with the BOS string, as in Meta's reference."""
+
+    name: str = "llama2"
+    system: str = LLAMA2_SYSTEM
+    add_bos: bool = True
+
+    def render_messages(
+        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
+    ) -> tuple[str, list[Span]]:
+        system, turns = _split_system(messages, self.system)
+        eos = _eos(tokenizer, self.name)
+        bos = str(tokenizer.bos_token or "")
+        out = _Builder()
+        for i, msg in enumerate(turns):
+            if msg["role"] == "user":
+                head = "[INST] " if i == 0 else bos + "[INST] "
+                sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if i == 0 and system else ""
+                out.add(head + sys_block + msg["content"] + " [/INST]")
+            else:
+                out.add(" " + msg["content"] + " " + eos, supervised=True)
+        return out.result()
+
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return [_eos(tokenizer, self.name), "[INST]"]
+
+
+class ChatTemplate(ConversationTemplate):
+    """The tokenizer's own jinja ``chat_template``. The supervised part of assistant turn i is the text
+    that rendering ``messages[:i+1]`` adds to rendering ``messages[:i]`` with a generation prompt, so
+    the end-of-turn marker (e.g. ``<|im_end|>``) is learnt. BOS comes from the template itself."""
+
+    name = "chat_template"
+    add_bos = False
+
+    @staticmethod
+    def _apply(tokenizer: PreTrainedTokenizerBase, messages: list[Message], gen: bool) -> str:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat_template' needs a tokenizer with a chat_template")
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+        if not isinstance(text, str):
+            raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
+        return text
+
+    def render_messages(
+        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
+    ) -> tuple[str, list[Span]]:
+        full = self._apply(tokenizer, messages, add_generation_prompt)
+        spans: list[Span] = []
+        for i, msg in enumerate(messages):
+            if msg["role"] != "assistant":
+                continue
+            before = self._apply(tokenizer, messages[:i], True)
+            upto = self._apply(tokenizer, messages[: i + 1], False)
+            if not (upto.startswith(before) and full.startswith(upto)):
+                raise ValueError(
+                    "the tokenizer's chat_template does not render conversations incrementally (rendering "
+                    f"turn {i} changes earlier text), so assistant spans cannot be located; use another template"
+                )
+            if len(upto) > len(before):
+                spans.append((len(before), len(upto)))
+        return full, spans
+
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        marker = "SKILLGPT_REPLY_END"
+        probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+        text, spans = self.render_messages(probe, tokenizer, False)
+        stops: list[str] = []
+        if spans:
+            reply = text[spans[-1][0] : spans[-1][1]]
+            end_marker = reply[reply.find(marker) + len(marker) :].strip() if marker in reply else ""
+            if end_marker:
+                stops.append(end_marker)
+        if tokenizer.eos_token and tokenizer.eos_token not in stops:
+            stops.append(str(tokenizer.eos_token))
+        return stops
+
+
+_REGISTRY: dict[str, ConversationTemplate] = {}
+
+
+def register_template(template: ConversationTemplate) -> ConversationTemplate:
+    """Add a template to the registry under ``template.name`` (replacing one of the same name)."""
+    _REGISTRY[template.name] = template
+    return template
+
+
+register_template(
+    SeparatorTemplate(  # PandaGPT: "### Human: {msg}\n### Assistant: {reply}\n###"
+        name="vicuna_v0",
+        system=VICUNA_V0_SYSTEM,
+        system_sep="\n",
+        first_user_prefix="### Human: ",
+        user_prefix=" Human: ",  # the previous reply's "\n###" terminator supplies the "###"
+        assistant_prefix="\n### Assistant:",
+        terminator="\n###",
+        stops=("###",),
+    )
+)
+register_template(
+    SeparatorTemplate(  # LLaVA / Vicuna v1.1: "USER: {msg} ASSISTANT: {reply}</s>"
+        name="vicuna_v1",
+        system=VICUNA_V1_SYSTEM,
+        system_sep=" ",
+        first_user_prefix="USER: ",
+        user_prefix="USER: ",
+        assistant_prefix=" ASSISTANT:",
+        terminator="{eos}",
+        stops=("{eos}", "USER:"),
+    )
+)
+register_template(Llama2Template())
+register_template(ChatTemplate())
+
+
+def template_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_template(name: str | ConversationTemplate) -> ConversationTemplate:
+    """Registered template by name (a template instance is returned as is); KeyError lists known names."""
+    if isinstance(name, ConversationTemplate):
+        return name
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown conversation template {name!r}; known: {', '.join(template_names())}")
+    return _REGISTRY[name]
+
+
+# --------------------------------------------------------------------------- render / tokenize
+
+
+def render(
+    template: str | ConversationTemplate,
+    messages: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    add_generation_prompt: bool = False,
+) -> tuple[str, list[Span]]:
+    """Full conversation text and the supervised character spans (assistant replies + terminators).
+
+    With ``add_generation_prompt`` the last turn must be the user's and the text ends with the
+    assistant prefix, ready for generation.
+    """
+    tpl = get_template(template)
+    msgs = normalize_messages(messages)
+    if add_generation_prompt and msgs[-1]["role"] != "user":
+        raise ValueError("add_generation_prompt=True needs a conversation whose last turn is the human/user's")
+    return tpl.render_messages(msgs, tokenizer, add_generation_prompt)
+
+
+def _supervised(text: str, start: int, end: int, spans: Sequence[Span]) -> bool:
+    """True iff the token's characters (ignoring surrounding whitespace) lie inside one span."""
+    s, e = start, end
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    if s == e:  # whitespace-only (or zero-width) token: judge by its full range
+        s, e = start, end
+    if s == e:
+        return any(a <= s < b for a, b in spans)
+    return any(a <= s and e <= b for a, b in spans)
+
+
+def tokenize_conversation(
+    messages: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    template: str | ConversationTemplate,
+    visual_tokens: Mapping[str, int],
+    max_length: int,
+    add_generation_prompt: bool = False,
+    sample_id: str = "?",
+) -> dict[str, list[int]]:
+    """Token ids and labels (-100 outside supervised spans) with placeholders expanded.
+
+    Each placeholder occurrence becomes ``visual_tokens[placeholder]`` copies of its negative id.
+    Raises ValueError (naming ``sample_id``) when the result exceeds ``max_length``: samples are
+    never cut, since a cut could split a visual-token run or drop the whole reply.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("tokenize_conversation needs a fast tokenizer (character offsets)")
+    tpl = get_template(template)
+    msgs = normalize_messages(messages)
+    for i, msg in enumerate(msgs):
+        found = _PLACEHOLDER_RE.search(msg["content"]) if msg["role"] == "assistant" else None
+        if found:
+            raise ValueError(f"sample {sample_id}: assistant turn {i} contains the placeholder {found.group()}")
+    text, spans = render(tpl, msgs, tokenizer, add_generation_prompt)
+    matches = list(_PLACEHOLDER_RE.finditer(text))
+    for ph in sorted({m.group() for m in matches}):
+        count = visual_tokens.get(ph)
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"sample {sample_id}: placeholder {ph} has no positive visual token count in visual_tokens "
+                f"(got {dict(visual_tokens)!r})"
+            )
+
+    input_ids: list[int] = []
+    labels: list[int] = []
+    if tpl.add_bos and tokenizer.bos_token_id is not None:
+        input_ids.append(int(tokenizer.bos_token_id))
+        labels.append(IGNORE_INDEX)
+
+    def encode(start: int, end: int) -> None:
+        if start >= end:
+            return
+        enc = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
+        for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]):
+            input_ids.append(int(tid))
+            labels.append(int(tid) if _supervised(text, start + a, start + b, spans) else IGNORE_INDEX)
+
+    pos = 0
+    for m in matches:
+        encode(pos, m.start())
+        n = visual_tokens[m.group()]
+        input_ids.extend([PLACEHOLDERS[m.group()]] * n)
+        labels.extend([IGNORE_INDEX] * n)
+        pos = m.end()
+    encode(pos, len(text))
+
+    if len(input_ids) > max_length:
+        raise ValueError(
+            f"sample {sample_id}: {len(input_ids)} tokens (text + visual) exceed max_length={max_length}; "
+            "raise llm.max_length or shorten the sample"
+        )
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def trim_reply(template: str | ConversationTemplate, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Cut generated text at the template's first stop string and strip surrounding whitespace."""
+    cut = len(text)
+    for stop in get_template(template).stop_strings(tokenizer):
+        idx = text.find(stop)
+        if stop and idx != -1:
+            cut = min(cut, idx)
+    return text[:cut].strip()
+

@@ -1,0 +1,121 @@
+"""Human-readable reports of an evaluation summary: text table, confusion PNG, result files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+RATE_COLUMNS = [
+    ("top1", "top-1"),
+    ("majority_baseline", "majority"),
+    ("generated_accuracy", "gen-acc"),
+    ("mean_gold_prob", "p(gold)"),
+]
+
+
+def _pct(value: Optional[float]) -> str:
+    """A rate as a percentage with one decimal, '-' when undefined."""
+    return "-" if value is None else f"{100.0 * value:.1f}%"
+
+
+def _grid(rows: list[list[str]], right_from: int = 1) -> str:
+    """Align a list of string rows; columns from `right_from` on are right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r, row in enumerate(rows):
+        cells = [c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if r == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_scenarios(summary: Mapping[str, Any]) -> str:
+    """Per-scenario table with an 'all' row; the majority baseline sits beside top-1."""
+    header = ["scenario", "n"] + [title for _, title in RATE_COLUMNS]
+    rows = [header]
+    groups = list(summary["per_scenario"].items()) + [("all", summary)]
+    for name, stats in groups:
+        rows.append([name, str(stats["n"])] + [_pct(stats.get(key)) for key, _ in RATE_COLUMNS])
+    return _grid(rows)
+
+
+def format_confusion(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
+    """Confusion matrix with gold labels as rows and predictions as columns, plus recall."""
+    recall = summary.get("per_label_recall", {})
+    rows = [["gold \\ pred"] + list(labels) + ["recall"]]
+    for label, counts in zip(labels, summary["confusion"]):
+        rows.append([label] + [str(c) for c in counts] + [_pct(recall.get(label))])
+    return _grid(rows)
+
+
+def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
+    """Full plain-text report: per-scenario metrics, then the confusion matrix."""
+    majority = summary.get("majority_label")
+    parts = [
+        format_scenarios(summary),
+        f"majority label: {majority if majority is not None else '-'}",
+        "",
+        "confusion (rows = gold, cols = ranked prediction)",
+        format_confusion(summary, labels),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def save_confusion_png(summary: Mapping[str, Any], labels: Sequence[str], path: str | Path) -> Path:
+    """Draw the confusion matrix as an annotated heat map and save it as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = summary["confusion"]
+    size = max(4.0, 1.3 * len(labels) + 2.0)
+    fig = Figure(figsize=(size, size * 0.85))
+    FigureCanvasAgg(fig)  # Agg backend without touching pyplot's global state
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            dark = peak > 0 and count > peak / 2
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(len(labels)))
+    ax.set_yticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("predicted (ranked)")
+    ax.set_ylabel("gold")
+    ax.set_title(f"Confusion matrix (n={summary['n']}, top-1 {_pct(summary.get('top1'))})")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=120)
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """json.dumps fallback: numpy scalars/arrays via tolist(), anything else as str."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def write_results(
+    summary: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    out_dir: str | Path,
+) -> dict[str, Path]:
+    """Write results.json, confusion.txt (full text report) and confusion.png into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "results_json": out / "results.json",
+        "confusion_txt": out / "confusion.txt",
+        "confusion_png": out / "confusion.png",
+    }
+    payload = {"labels": list(labels), "summary": summary, "records": list(records)}
+    paths["results_json"].write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    paths["confusion_txt"].write_text(format_table(summary, labels), encoding="utf-8")
+    save_confusion_png(summary, labels, paths["confusion_png"])
+    return paths

@@ -1,0 +1,43 @@
+"""DeepSpeed config: ZeRO settings come from `dsconfig/*.json`, batch/precision/clipping from our config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skillgpt.config.schema import Config
+
+
+def use_bf16(precision: str) -> bool:
+    """`auto` means bf16 where the hardware has it (a CUDA GPU with bf16), fp32 elsewhere."""
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def make_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
+    """Read `train.deepspeed_config` and fill the keys SkillGPT's config owns."""
+    path = Path(cfg.train.deepspeed_config)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.deepspeed_config: {path} not found")
+    ds = json.loads(path.read_text())
+    tc = cfg.train
+    owned = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+             "gradient_clipping", "optimizer", "scheduler")
+    clash = [k for k in owned if k in ds]
+    if clash:
+        raise ValueError(f"{path}: remove {clash}; they are set from the SkillGPT config (train.*)")
+    ds.update(
+        train_micro_batch_size_per_gpu=tc.micro_batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        train_batch_size=tc.micro_batch_size * tc.grad_accum * world_size,
+        gradient_clipping=tc.grad_clip,
+        zero_allow_untested_optimizer=True,
+        steps_per_print=10**9,
+    )
+    ds["bf16"] = {"enabled": use_bf16(tc.precision)}
+    return ds

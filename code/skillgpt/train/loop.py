@@ -1,0 +1,166 @@
+"""One training stage with DeepSpeed, readable top to bottom: build, resume, loop, checkpoint."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
+from skillgpt.checkpoint.resume import TrainerState, load_resume_state, save_checkpoint
+from skillgpt.config import Config, config_diff, load_resolved, save_config
+from skillgpt.data.dataset import SkillDataset, collate
+from skillgpt.models.build import build_model
+from skillgpt.train.ds_config import make_deepspeed_config
+from skillgpt.train.schedule import warmup_cosine
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join (or, for a plain single process, create) the process group; returns (rank, world size)."""
+    import deepspeed
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:  # launched without a launcher: a one-process group
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+    """This rank's shuffled sample order for an epoch; depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    per_rank = n // world
+    return order[rank * per_rank : (rank + 1) * per_rank]
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(run_dir: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(cfg: Config) -> Path:
+    """Run (or resume) the stage described by `cfg`; returns the newest checkpoint folder."""
+    import deepspeed
+
+    rank, world = init_distributed()
+    seed_everything(cfg.train.seed)
+    run_dir = Path(cfg.train.output_dir)
+    previous = list_checkpoints(run_dir) if cfg.train.resume else []
+    if previous:
+        changed = config_diff(load_resolved(previous[-1] / "config.yaml"), cfg)
+        if changed and rank == 0:
+            print(f"[skillgpt] resuming {previous[-1]} with changed settings: {', '.join(changed)}")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    model, tokenizer = build_model(cfg)
+    dataset = SkillDataset(
+        cfg.data.train, cfg.data, tokenizer, cfg.model.llm.template,
+        model.num_visual_tokens(cfg.data.video.num_clips), cfg.model.llm.max_length,
+    )
+    tc = cfg.train
+    micro_per_epoch = len(dataset) // world // tc.micro_batch_size
+    steps_per_epoch = micro_per_epoch // tc.grad_accum
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"data.train: {len(dataset)} samples is less than one optimizer step "
+            f"(micro_batch_size {tc.micro_batch_size} x grad_accum {tc.grad_accum} x {world} processes)"
+        )
+    total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * steps_per_epoch
+    if previous:
+        load_trained_parts(model, previous[-1])
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    warmup = math.ceil(tc.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=warmup, total=total_steps, min_ratio=tc.min_lr_ratio))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=make_deepspeed_config(cfg, world)
+    )
+    state = TrainerState()
+    if previous:
+        state = load_resume_state(engine, previous[-1])
+        if rank == 0:
+            _truncate_log(run_dir, state.global_step)
+            print(f"[skillgpt] resumed from {previous[-1]} at step {state.global_step}/{total_steps}")
+
+    device = engine.device
+    bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
+    saved_at = state.global_step if previous else -1
+    while state.global_step < total_steps:
+        order = epoch_indices(len(dataset), tc.seed, state.epoch, rank, world)
+        order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
+        loader = DataLoader(
+            dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
+            collate_fn=partial(collate, pad_id=tokenizer.pad_token_id), pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(tc.seed + state.epoch),
+        )
+        step_losses: list[float] = []
+        tic = time.time()
+        for batch in loader:
+            if state.micro_step >= steps_per_epoch * tc.grad_accum:
+                break
+            video = batch["video"].to(device) if batch["video"] is not None else None
+            loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), video)
+            engine.backward(loss)
+            at_boundary = engine.is_gradient_accumulation_boundary()
+            engine.step()
+            state.micro_step += 1
+            step_losses.append(loss.item())
+            if not at_boundary:
+                continue
+            state.global_step += 1
+            mean_loss = torch.tensor(sum(step_losses) / len(step_losses))
+            if world > 1:
+                dist.all_reduce(mean_loss)
+                mean_loss /= world
+            record = {"step": state.global_step, "epoch": state.epoch, "loss": mean_loss.item(),
+                      "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - tic, 3)}
+            step_losses, tic = [], time.time()
+            if rank == 0:
+                _log(run_dir, record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                bar.update(1)
+            if tc.save_every > 0 and state.global_step % tc.save_every == 0:
+                save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                saved_at = state.global_step
+            if state.global_step >= total_steps:
+                break
+        if state.micro_step >= steps_per_epoch * tc.grad_accum:
+            state.epoch, state.micro_step = state.epoch + 1, 0
+            if tc.save_every == 0 and state.global_step != saved_at:
+                save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                saved_at = state.global_step
+    bar.close()
+    if saved_at != state.global_step:
+        save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+    return list_checkpoints(run_dir)[-1]

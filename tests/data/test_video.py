@@ -1,0 +1,208 @@
+"""Tests for skillgpt.data.video: frame sampling, decoding, resize/crop/normalise, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from skillgpt.config.schema import VideoConfig
+from skillgpt.data.video import MediaError, crop_offsets, load_video, sample_frame_indices
+
+BASE, STEP = 10, 8  # frame i is a flat grey image of value BASE + STEP * i
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    """Write RGB uint8 frames [H, W, 3] to an (almost lossless) H.264 mp4."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=fps)
+    stream.height, stream.width = frames[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": "0"}
+    for img in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def indexed_video(path: Path, n: int, fps: int = 10, h: int = 48, w: int = 64) -> Path:
+    return write_video(path, [np.full((h, w, 3), BASE + STEP * i, np.uint8) for i in range(n)], fps)
+
+
+def frame_ids(video: torch.Tensor) -> list[list[int]]:
+    """Recover the frame index of every (clip, time) from the flat grey values (cfg mean 0, std 1)."""
+    values = video.mean(dim=(1, 3, 4)) * 255.0  # [N, T]
+    return torch.round((values - BASE) / STEP).long().tolist()
+
+
+def raw_cfg(**kw) -> VideoConfig:
+    """Config without normalisation so outputs are plain [0, 1] pixels."""
+    return VideoConfig(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], **kw)
+
+
+# --------------------------------------------------------------------------- sampling (pure)
+
+
+def test_sample_indices_reference_defaults() -> None:
+    # 10 s at 10 fps, 5 clips of 2 s: starts 0, 1.6, 3.2, 4.8, 6.4 s; 20 frames per clip; first+last.
+    got = sample_frame_indices(100, 10.0, VideoConfig())
+    assert got == [[0, 19], [16, 35], [32, 51], [48, 67], [64, 83]]
+
+
+def test_sample_indices_exact_arithmetic_and_linspace_floor() -> None:
+    # 3 s at 30 fps: starts 0, .2, .4, .6, .8 s -> frames 0, 6, 12, 18, 24 (30 * 0.6 must not round up to 19)
+    cfg = VideoConfig(frames_per_clip=3)
+    got = sample_frame_indices(90, 30.0, cfg)
+    # 60 frames per clip, floor(linspace(0, 59, 3)) = 0, 29, 59
+    assert got == [[s, s + 29, s + 59] for s in (0, 6, 12, 18, 24)]
+
+
+def test_sample_indices_short_video_uses_whole_video() -> None:
+    cfg = VideoConfig(num_clips=3, clip_duration=2.0, frames_per_clip=3)
+    assert sample_frame_indices(5, 10.0, cfg) == [[0, 2, 4]] * 3
+    # more samples than frames repeats frames, never goes out of range
+    cfg = VideoConfig(num_clips=2, frames_per_clip=4)
+    assert sample_frame_indices(2, 10.0, cfg) == [[0, 0, 0, 1]] * 2
+    assert sample_frame_indices(1, 25.0, cfg) == [[0, 0, 0, 0]] * 2
+
+
+def test_sample_indices_stay_in_range() -> None:
+    for n, fps in [(1, 1.0), (7, 0.3), (301, 29.97), (1000, 59.94), (33, 24.0)]:
+        for clips in sample_frame_indices(n, fps, VideoConfig(num_clips=7, frames_per_clip=5)):
+            assert len(clips) == 5 and clips == sorted(clips)
+            assert all(0 <= i < n for i in clips)
+
+
+@pytest.mark.parametrize("n,fps", [(0, 10.0), (10, 0.0), (10, float("nan"))])
+def test_sample_indices_rejects_bad_input(n: int, fps: float) -> None:
+    with pytest.raises(ValueError):
+        sample_frame_indices(n, fps, VideoConfig())
+
+
+def test_crop_offsets() -> None:
+    assert crop_offsets(32, 64, 32, 1) == [(0, 16)]
+    assert crop_offsets(32, 64, 32, 3) == [(0, 0), (0, 16), (0, 32)]
+    assert crop_offsets(64, 32, 32, 3) == [(0, 0), (16, 0), (32, 0)]
+    assert crop_offsets(32, 43, 32, 1) == [(0, 6)]  # ceil((43 - 32) / 2), as the reference
+    with pytest.raises(ValueError):
+        crop_offsets(32, 32, 32, 2)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_load_video_picks_exact_frames(tmp_path: Path) -> None:
+    path = indexed_video(tmp_path / "idx.mp4", n=25, fps=10)  # 2.5 s
+    cfg = raw_cfg(num_clips=3, clip_duration=1.0, frames_per_clip=3, resolution=32)
+    video = load_video(path, cfg)
+    assert video.shape == (3, 3, 3, 32, 32) and video.dtype == torch.float32
+    # starts 0, .5, 1 s -> first frames 0, 5, 10; 10 frames per clip -> offsets 0, 4, 9
+    expected = [[0, 4, 9], [5, 9, 14], [10, 14, 19]]
+    assert sample_frame_indices(25, 10.0, cfg) == expected
+    assert frame_ids(video) == expected
+
+
+def test_load_video_default_config_shape(tmp_path: Path) -> None:
+    path = indexed_video(tmp_path / "d.mp4", n=30, fps=10, h=64, w=96)
+    video = load_video(str(path), VideoConfig(num_crops=3))
+    assert video.shape == (15, 3, 2, 224, 224)
+    assert torch.isfinite(video).all()
+
+
+def test_load_video_short_video(tmp_path: Path) -> None:
+    path = indexed_video(tmp_path / "short.mp4", n=5, fps=10)  # 0.5 s, shorter than one clip
+    video = load_video(path, raw_cfg(num_clips=2, clip_duration=2.0, frames_per_clip=3, resolution=16))
+    assert video.shape == (2, 3, 3, 16, 16)
+    assert frame_ids(video) == [[0, 2, 4], [0, 2, 4]]
+
+
+def test_load_video_single_frame(tmp_path: Path) -> None:
+    path = indexed_video(tmp_path / "one.mp4", n=1, fps=10)
+    video = load_video(path, raw_cfg(num_clips=2, frames_per_clip=2, resolution=16))
+    assert frame_ids(video) == [[0, 0], [0, 0]]
+
+
+def test_load_video_normalisation(tmp_path: Path) -> None:
+    path = indexed_video(tmp_path / "n.mp4", n=3, fps=10)
+    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 0.125]
+    video = load_video(path, VideoConfig(num_clips=1, frames_per_clip=1, resolution=16, mean=mean, std=std))
+    pixel = BASE / 255.0  # frame 0
+    for c in range(3):
+        expected = (pixel - mean[c]) / std[c]
+        assert torch.allclose(video[0, c], torch.full_like(video[0, c], expected), atol=2.5 / 255 / std[c])
+    raw = load_video(path, raw_cfg(num_clips=1, frames_per_clip=1, resolution=16))
+    for c in range(3):
+        assert torch.allclose(video[0, c], (raw[0, c] - mean[c]) / std[c], atol=1e-5)
+
+
+def gradient_video(path: Path, h: int, w: int, axis: int) -> Path:
+    """Frames whose grey value grows linearly along `axis` (0 = rows, 1 = columns) from 0 to ~255."""
+    length = (h, w)[axis]
+    ramp = np.round(np.arange(length) * 255.0 / (length - 1)).astype(np.uint8)
+    shaped = ramp[:, None, None] if axis == 0 else ramp[None, :, None]
+    img = np.broadcast_to(shaped, (h, w, 3)).copy()
+    return write_video(path, [img] * 4, fps=10)
+
+
+def test_three_crops_landscape_left_centre_right(tmp_path: Path) -> None:
+    path = gradient_video(tmp_path / "land.mp4", h=64, w=128, axis=1)  # resized to 32 x 64
+    cfg = raw_cfg(num_clips=2, frames_per_clip=2, resolution=32, num_crops=3)
+    video = load_video(path, cfg)
+    assert video.shape == (6, 3, 2, 32, 32)
+    left, centre, right = video[0], video[1], video[2]
+    # crops at x = 0, 16, 32 of the 64-wide frame: overlapping halves are identical
+    assert torch.equal(left[..., 16:], centre[..., :16])
+    assert torch.equal(centre[..., 16:], right[..., :16])
+    assert left[..., 0].mean() < 0.05 and right[..., -1].mean() > 0.95
+    assert abs(centre[..., 0].mean().item() - 0.25) < 0.05  # column 16 of 64
+    # clip-major order: clip 1 has the same (static) crops
+    assert torch.allclose(video[3:], video[:3], atol=2 / 255)
+    centre_only = load_video(path, raw_cfg(num_clips=2, frames_per_clip=2, resolution=32, num_crops=1))
+    assert centre_only.shape == (2, 3, 2, 32, 32)
+    assert torch.equal(centre_only[0], centre)
+
+
+def test_three_crops_portrait_top_centre_bottom(tmp_path: Path) -> None:
+    path = gradient_video(tmp_path / "port.mp4", h=128, w=64, axis=0)  # resized to 64 x 32
+    video = load_video(path, raw_cfg(num_clips=1, frames_per_clip=2, resolution=32, num_crops=3))
+    top, centre, bottom = video[0], video[1], video[2]
+    assert torch.equal(top[..., 16:, :], centre[..., :16, :])
+    assert torch.equal(centre[..., 16:, :], bottom[..., :16, :])
+    assert top[..., 0, :].mean() < 0.05 and bottom[..., -1, :].mean() > 0.95
+    # columns are constant in a vertical gradient
+    assert torch.allclose(top, top[..., :1].expand_as(top), atol=3 / 255)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_file_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.mp4"
+    with pytest.raises(MediaError, match="nope.mp4") as info:
+        load_video(path, VideoConfig())
+    assert "expected" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_text_file_named_mp4(tmp_path: Path) -> None:
+    path = tmp_path / "fake.mp4"
+    path.write_text("this is not a video\n" * 20)
+    with pytest.raises(MediaError, match="fake.mp4") as info:
+        load_video(path, VideoConfig())
+    assert "video" in str(info.value)
+
+
+def test_empty_file_and_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(MediaError, match="empty.mp4"):
+        load_video(empty, VideoConfig())
+    folder = tmp_path / "dir.mp4"
+    folder.mkdir()
+    with pytest.raises(MediaError, match="dir.mp4"):
+        load_video(folder, VideoConfig())
