@@ -43,5 +43,6 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
     root = tmp_path_factory.mktemp("tiny")
     data, llm = root / "data", root / "tiny-llm"
     assert main(["make-sample-data", "--out", str(data), "--per-level", "train=2,val=1,test=1"]) == 0
-    assert main(["make-tiny-llm", "--data", str(data), "--out", str(llm), "--vocab-size", "512"]) == 0
+    assert main(["make-tiny-llm", "--data", str(data), "--out", str(llm), "--vocab-size", "512",
+                 "--pretrain-steps", "5"]) == 0
     return TinyWorkspace(root, data, llm)

@@ -20,18 +20,24 @@ def _make_tiny_llm(args: argparse.Namespace) -> None:
     from skillgpt.data.templates import get_template, render
     from skillgpt.models.tiny import build_tiny_llm, train_bpe_tokenizer
 
-    texts: list[str] = []
-    for path in sorted(Path(args.data).glob("*.json")):
-        if path.name == "metadata.json":
-            continue
+    turns: list[list[dict[str, str]]] = []  # training splits only: nothing from val/test is seen
+    for path in sorted(Path(args.data).glob("*_train.json")):
         fmt = "caption" if path.name.startswith("captions") else "conversation"
         for i, rec in enumerate(read_samples(path)):
-            texts.extend(t["value"] for t in to_conversation(rec, fmt, ["<video> Describe this video."], i))
-    # Render a few samples through every template so separators such as "### Human:" become tokens.
+            turns.append(to_conversation(rec, fmt, ["<video> Describe this video."], i))
+    if not turns:
+        raise FileNotFoundError(f"{args.data}: no *_train.json files (run `skillgpt make-sample-data` first)")
+    texts = [t["value"] for conv in turns for t in conv]
+    # Render samples through every template so separators such as "### Human:" become tokens.
     plain = train_bpe_tokenizer(texts, vocab_size=256)
     for name in ("vicuna_v0", "vicuna_v1", "llama2"):
         texts.append(render(get_template(name), [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ok"}], plain)[0])
-    out = build_tiny_llm(args.out, texts * 2, vocab_size=args.vocab_size, seed=args.seed)
+    # Text-only pretraining corpus: the training conversations in the tiny preset's template, no video.
+    template = get_template(args.template)
+    corpus = [render(template, [{**t, "value": t["value"].replace("<video>", "").strip()} for t in conv], plain)[0]
+              for conv in turns]
+    out = build_tiny_llm(args.out, texts * 2, vocab_size=args.vocab_size, seed=args.seed,
+                         pretrain_texts=corpus, pretrain_steps=args.pretrain_steps)
     print(f"tiny LLM written to {out}")
 
 
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-sample-data", help="render the synthetic skill dataset (mp4 + JSON)")
     p.add_argument("--out", default="data/synthetic")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-level", default="train=24,val=6,test=8", help="videos per level and split")
+    p.add_argument("--per-level", default="train=100,val=10,test=25", help="videos per level and split")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=_make_sample_data)
 
@@ -74,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--out", default="ckpt/pretrained/tiny-llm")
     p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--template", default="vicuna_v0", help="template of the text-only pretraining corpus")
+    p.add_argument("--pretrain-steps", type=int, default=200, help="LM pretraining steps on the training text")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_tiny_llm)
 

@@ -68,8 +68,8 @@ def test_videos_decode(small_runs: tuple[Path, Path, dict, dict]) -> None:
             path = a / item["video"]
             assert item["video"] == f"videos/{split}/{item['id']}.mp4" and path.is_file()
             vr = decord.VideoReader(str(path))
-            assert len(vr) == 64 and vr.get_avg_fps() == pytest.approx(8.0)
-            assert _frames(path).shape == (64, 64, 64, 3)
+            assert len(vr) == 72 and vr.get_avg_fps() == pytest.approx(8.0)  # 8 beats + 1 lead-out
+            assert _frames(path).shape == (72, 64, 64, 3)
 
 
 def test_balanced_labels_and_json_shape(small_runs: tuple[Path, Path, dict, dict]) -> None:
@@ -101,7 +101,7 @@ def test_balanced_labels_and_json_shape(small_runs: tuple[Path, Path, dict, dict
 def test_metadata_motion_facts(small_runs: tuple[Path, Path, dict, dict]) -> None:
     meta = _load(small_runs[0], "metadata.json")
     gen = meta["generator"]
-    assert gen["seed"] == 3 and gen["num_frames"] == 64 and gen["beats"] == 8
+    assert gen["seed"] == 3 and gen["num_frames"] == 72 and gen["beats"] == 8
     assert gen["flawed_beats_per_level"] == EXPECTED_FLAWS
     for v in meta["videos"]:
         assert len(v["flawed_beats"]) == EXPECTED_FLAWS[v["level"]] == len(set(v["flawed_beats"]))
@@ -110,18 +110,37 @@ def test_metadata_motion_facts(small_runs: tuple[Path, Path, dict, dict]) -> Non
 
 
 def test_phase_track_loses_rhythm() -> None:
-    """Flaws change the phase inside their beat and the loss is never caught up."""
-    tempo, rng = TEMPO["gymnastics_swing"], np.random.default_rng(0)
-    clean = phase_track([], tempo, 0.0, 64, 8, np.random.default_rng(1))
+    """A flawed beat makes no net progress between its first and last frame; the loss is kept."""
+    tempo = TEMPO["gymnastics_swing"]
+    clean = phase_track([], tempo, 0.0, 72, 8, np.random.default_rng(1))
     steps = np.diff(clean)
     assert np.all(steps > 0) and abs(steps.mean() * 8 - tempo) < 0.1 * tempo and steps.std() > 0
-    for kind, sign in (("hesitation", -1), ("rush", 1), ("stumble", -1)):
-        flaw = {"beat": 2, "type": kind, "start_s": 2.15, "duration_s": 0.5 if kind != "stumble" else 0.3}
-        flawed = phase_track([flaw], tempo, 0.0, 64, 8, np.random.default_rng(1))
-        assert np.allclose(flawed[:17], clean[:17])  # identical before the flaw
+    assert np.all(clean[23] - clean[16] > 0.15)  # a clean beat travels about a quarter loop
+    for kind, net in (("hesitation", 0.0), ("rush", 1.0), ("stumble", 0.0)):
+        flaw = sample_flaws("Novice", 8, np.random.default_rng(0))[0] | {"beat": 2, "type": kind, "start_s": 2.0}
+        flawed = phase_track([flaw], tempo, 0.0, 72, 8, np.random.default_rng(1))
+        assert np.allclose(flawed[:17], clean[:17])  # identical up to the beat's first frame
+        assert flawed[23] - flawed[16] == pytest.approx(net, abs=1e-9), kind  # same pose at both ends
+        inside = flawed[17:23] - flawed[16]
+        assert np.ptp(inside) > (0.05 if kind != "hesitation" else -1), kind  # slips and rushes do move
         gap = flawed[24:] - clean[24:]  # after the flawed beat: a constant offset, no catch-up
-        assert sign * gap.min() > 0.06 and np.ptp(gap) < 1e-9, kind
+        assert np.ptp(gap) < 1e-9 and abs(gap[0] - (net - (clean[23] - clean[16]))) < 0.05, kind
+    rng = np.random.default_rng(0)
     assert len(sample_flaws("Novice", 8, rng)) == 6 and sample_flaws("Late Expert", 8, rng) == []
+
+
+def test_lost_beats_are_still_between_bracket_frames(small_runs: tuple[Path, Path, dict, dict]) -> None:
+    """First and last frame of each 1 s clip: identical on lost beats, different on clean ones."""
+    a = small_runs[0]
+    meta = {v["id"]: v for v in _load(a, "metadata.json")["videos"]}
+    for item in _load(a, "skill_train.json"):
+        frames = _frames(a / item["video"]).astype(np.int16)
+        for beat in range(8):
+            change = np.abs(frames[8 * beat + 7] - frames[8 * beat]).max()
+            if beat in meta[item["id"]]["flawed_beats"]:
+                assert change <= 2, (item["id"], beat, change)
+            else:
+                assert change > 40, (item["id"], beat, change)
 
 
 # --------------------------------------------------------------------------- honesty

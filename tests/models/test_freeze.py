@@ -10,9 +10,11 @@ PROJECTOR = {"projector.0.weight", "projector.0.bias", "projector.2.weight", "pr
 
 
 def _lora_names(layers: int) -> set[str]:
+    """The tiny preset puts LoRA on every attention and MLP projection."""
+    modules = [f"self_attn.{m}_proj" for m in "qkvo"] + [f"mlp.{m}_proj" for m in ("gate", "up", "down")]
     return {
-        f"llm.base_model.model.model.layers.{i}.self_attn.{m}_proj.lora_{ab}.default.weight"
-        for i in range(layers) for m in "qkvo" for ab in "AB"
+        f"llm.base_model.model.model.layers.{i}.{m}.lora_{ab}.default.weight"
+        for i in range(layers) for m in modules for ab in "AB"
     }
 
 

@@ -31,6 +31,10 @@ class EncoderConfig:
     name: str = "imagebind"
     checkpoint: Optional[str] = None  # local imagebind_huge.pth / .safetensors; None = seeded random init
     init_seed: int = 0
+    # Random init only (checkpoint: null): how the video stem's two temporal taps relate.
+    # "independent" draws both; "difference" sets tap 2 = -tap 1, so every patch channel sees the
+    # change between the two frames of a clip (a random encoder that is not motion-blind).
+    init_video_stem: str = "independent"
     image_size: int = 224
     patch_size: int = 14
     frames: int = 2  # temporal kernel of the video stem
@@ -103,6 +107,7 @@ class DataConfig:
         default_factory=lambda: ["<video> Describe this video.", "<video> What happens in this clip?"]
     )
     num_workers: int = 0
+    cache_videos: bool = False  # keep decoded clips in memory after the first epoch (small datasets)
     video: VideoConfig = field(default_factory=VideoConfig)
 
 

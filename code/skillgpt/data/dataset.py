@@ -70,6 +70,7 @@ class SkillDataset(Dataset):
         template = get_template(template_name)
         needed = "caption" if cfg.format == "caption" else "conversations"
         self.examples: list[Example] = []
+        self._video_cache: dict[Path, Tensor] = {}
         missing: list[str] = []
         for i, rec in enumerate(self.records):
             sid = str(rec.get("id", f"#{i}"))
@@ -98,7 +99,13 @@ class SkillDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ex = self.examples[index]
-        video = load_video(ex.video, self.cfg.video) if ex.video is not None else None
+        video = None
+        if ex.video is not None:
+            video = self._video_cache.get(ex.video)
+            if video is None:
+                video = load_video(ex.video, self.cfg.video)
+                if self.cfg.cache_videos:
+                    self._video_cache[ex.video] = video
         return {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "video": video}
 
 

@@ -1,8 +1,8 @@
 """Deterministic synthetic skill dataset (`skillgpt make-sample-data`).
 
 Each video is a metronome drill of one-second beats. An object follows a periodic path driven by a
-phase ``phi(t)``; clean beats advance ``phi`` at the scenario tempo, flawed beats contain a timing
-error (hesitation, rush, stumble) that is never caught up. The proficiency level only sets how many
+phase ``phi(t)``; clean beats advance ``phi`` at the scenario tempo, flawed beats are lost (the
+athlete holds, slips back and recovers, or rushes an extra loop) and the loss is never caught up. The proficiency level only sets how many
 beats are flawed, so the label lives in the motion alone: every static property (background,
 colours, sizes, path amplitude/centre, starting phase) is drawn from a level-independent stream,
 and the starting phase is uniform, so any single frame has the same distribution for every level.
@@ -31,16 +31,19 @@ BEAT_S = 1.0
 TEMPO = {"basketball_dribble": 0.25, "gymnastics_swing": 0.25}  # path cycles per second
 FLAWED_FRACTION = dict(zip(PROFICIENCY_LEVELS, [0.75, 0.5, 0.25, 0.0]))  # 6/4/2/0 of 8 beats
 FLAW_TYPES = ["hesitation", "rush", "stumble"]
-# type -> (rate factor, (duration range s), (start-in-beat range s)); windows end before 0.86 s so
-# the first and last frame of each one-second clip window bracket the whole flaw.
-FLAW_SPEC = {
-    "hesitation": (0.0, (0.5, 0.65), (0.08, 0.2)),
-    "rush": (2.0, (0.5, 0.6), (0.1, 0.25)),
-    "stumble": (-1.0, (0.27, 0.33), (0.12, 0.5)),
-}
+# A flawed beat is a lost beat: inside a window covering almost the whole beat the object holds still
+# (hesitation), slips back and recovers (stumble) or rushes through one extra loop (rush). Net phase
+# advance over the window, in cycles, and the peak slip of a stumble:
+FLAW_NET = {"hesitation": 0.0, "rush": 1.0, "stumble": 0.0}
+STUMBLE_SLIP = 0.2
+# The window spans the beat's first 0.875 s: from the first to the last frame of a one-second clip
+# at 8 fps (t = k and k + 0.875 s). Between those two frames a clean beat travels about a quarter
+# loop and a lost beat makes no net progress; which kind of loss it was (hold, slip, extra loop)
+# needs denser sampling (frames_per_clip >= 4) to see.
+FLAW_WINDOW_S = (0.0, 0.875)  # (start in beat, duration)
 JITTER = 0.03  # natural per-beat tempo variation, identical for every level
 CODEC = {"codec": "libx264", "pix_fmt": "yuv420p", "qp": "18", "keyint": 1, "preset": "veryfast"}
-DEFAULT_PER_LEVEL = {"train": 24, "val": 6, "test": 8}
+DEFAULT_PER_LEVEL = {"train": 100, "val": 10, "test": 25}
 
 TEXT = {
     "basketball_dribble": {
@@ -70,7 +73,8 @@ TEXT = {
 }
 STEADY = ["keeping a steady, even rhythm on every beat", "with smooth, evenly timed repetitions",
           "in time with the metronome throughout"]
-UNEVEN = ["but the rhythm breaks with {flaws}", "with an uneven rhythm: {flaws}",
+UNEVEN = ["but the rhythm breaks on {n} of {beats} beats ({flaws})",
+          "with an uneven rhythm: {n} of {beats} beats lost ({flaws})",
           "and loses the tempo on {n} of {beats} beats ({flaws})"]
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
@@ -95,9 +99,8 @@ def sample_flaws(level: str, beats: int, rng: np.random.Generator) -> list[dict[
     flaws = []
     for b in chosen:
         kind = FLAW_TYPES[int(rng.integers(len(FLAW_TYPES)))]
-        _, dur, start = FLAW_SPEC[kind]
-        flaws.append({"beat": int(b), "type": kind, "start_s": round(b * BEAT_S + rng.uniform(*start), 4),
-                      "duration_s": round(float(rng.uniform(*dur)), 4)})
+        flaws.append({"beat": int(b), "type": kind, "start_s": b * BEAT_S + FLAW_WINDOW_S[0],
+                      "duration_s": FLAW_WINDOW_S[1]})
     return flaws
 
 
@@ -112,8 +115,11 @@ def phase_track(flaws: list[dict[str, Any]], tempo: float, phase0: float, num_fr
     wobble = 0.5 * JITTER * np.sin(2 * np.pi * wobble_f * t + wobble_p)
     rate = tempo * (1.0 + jitter[(t // BEAT_S).astype(int)] + wobble)
     for f in flaws:
-        inside = (t >= f["start_s"]) & (t < f["start_s"] + f["duration_s"])
-        rate[inside] = tempo * FLAW_SPEC[f["type"]][0]
+        start, dur = f["start_s"], f["duration_s"]
+        inside = (t >= start) & (t < start + dur)
+        rate[inside] = FLAW_NET[f["type"]] / dur
+        if f["type"] == "stumble":  # back by STUMBLE_SLIP in the first half, forward again in the second
+            rate[inside] = np.where(t[inside] < start + dur / 2, -1.0, 1.0) * 2 * STUMBLE_SLIP / dur
     phi = np.concatenate([[0.0], np.cumsum(rate * dt)])
     return phase0 + phi[::substeps][:num_frames]
 
@@ -239,20 +245,23 @@ def _split_counts(plan: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dict[str, int]] = None,
-                     size: int = 64, fps: int = 8, duration_s: float = 8.0, workers: int = 2,
+                     size: int = 64, fps: int = 8, beats: int = 8, workers: int = 2,
                      progress: bool = True) -> dict[str, Any]:
     """Render the synthetic benchmark into ``out_dir`` and return counts per split/scenario/level.
 
-    ``per_level`` maps split name to videos per level (default train 24, val 6, test 8). Writes
+    ``per_level`` maps split name to videos per level (default train 100, val 10, test 25). Writes
     ``videos/<split>/<id>.mp4``, ``captions_<split>.json``, ``skill_<split>.json`` and
     ``metadata.json``; the same arguments (any ``workers``) give byte-identical output.
     """
     per_level = {k: int(v) for k, v in (DEFAULT_PER_LEVEL if per_level is None else per_level).items()}
-    if seed < 0 or size < 16 or size % 2 or fps <= 0 or duration_s < BEAT_S:
-        raise ValueError("need seed >= 0, an even size >= 16 (yuv420p), fps > 0 and duration_s >= 1 beat")
+    if seed < 0 or size < 16 or size % 2 or fps <= 0 or beats < 1:
+        raise ValueError("need seed >= 0, an even size >= 16 (yuv420p), fps > 0 and beats >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    num_frames, beats = int(round(duration_s * fps)), int(duration_s // BEAT_S)
+    # `beats` counted beats plus one clean lead-out beat: with the reference clip sampler
+    # (start_i = i * (duration - clip) / num_clips) `beats` one-second clips then start exactly on the beats.
+    duration_s = (beats + 1) * BEAT_S
+    num_frames = int(round(duration_s * fps))
     plans = {s: plan_split(s, n, seed, beats, num_frames, fps) for s, n in per_level.items()}
     _render_all([{"id": p["id"], "scenario": p["scenario"], "scene": p["scene"], "phases": p["phases"],
                   "size": size, "fps": fps, "path": str(out / p["video"])}
@@ -262,12 +271,12 @@ def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dic
                     [{"id": p["id"], "video": p["video"], "caption": p["caption"]} for p in plan])
         _write_json(out / f"skill_{split}.json", [_skill_record(p) for p in plan])
     generator = {
-        "name": "skillgpt.data.synthetic", "version": 1, "seed": seed, "per_level": per_level, "size": size,
-        "fps": fps, "duration_s": duration_s, "num_frames": num_frames, "beats": beats, "beat_s": BEAT_S,
+        "name": "skillgpt.data.synthetic", "version": 2, "seed": seed, "per_level": per_level, "size": size,
+        "fps": fps, "duration_s": duration_s, "num_frames": num_frames, "beats": beats, "lead_out_beats": 1, "beat_s": BEAT_S,
         "levels": PROFICIENCY_LEVELS, "scenarios": SCENARIOS, "tempo_cycles_per_s": TEMPO,
         "flawed_beats_per_level": {lvl: num_flawed(lvl, beats) for lvl in PROFICIENCY_LEVELS},
-        "flaw_spec": {k: {"rate_factor": v[0], "duration_s": list(v[1]), "start_in_beat_s": list(v[2])}
-                      for k, v in FLAW_SPEC.items()},
+        "flaw_net_cycles": FLAW_NET, "stumble_slip_cycles": STUMBLE_SLIP,
+        "flaw_window_s": {"start_in_beat": FLAW_WINDOW_S[0], "duration": FLAW_WINDOW_S[1]},
         "tempo_jitter": JITTER, "codec": CODEC, "question": QUESTION,
     }
     videos = [_video_facts(p) for plan in plans.values() for p in plan]

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from skillgpt.models.encoders.imagebind import ImageBindModel
 
 OUTPUT_MODES = ("pooled", "clip_embeddings", "clip_tokens")
+VIDEO_STEM_INITS = ("independent", "difference")
 
 
 class ImageBindVideoEncoder(nn.Module):
@@ -27,6 +28,8 @@ class ImageBindVideoEncoder(nn.Module):
             raise ValueError(f"encoder.output must be one of {OUTPUT_MODES}, got {cfg.output!r}")
         if int(cfg.pool) < 1:
             raise ValueError(f"encoder.pool must be >= 1, got {cfg.pool}")
+        if cfg.init_video_stem not in VIDEO_STEM_INITS:
+            raise ValueError(f"encoder.init_video_stem must be one of {VIDEO_STEM_INITS}, got {cfg.init_video_stem!r}")
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
         self.output = cfg.output
@@ -63,6 +66,10 @@ class ImageBindVideoEncoder(nn.Module):
         else:
             model.to_empty(device="cpu")
             model.init_weights(torch.Generator(device="cpu").manual_seed(int(cfg.init_seed)))
+            if cfg.init_video_stem == "difference":
+                stem = model.modality_preprocessors["vision"].rgbt_stem.proj[1].weight  # [W, 3, T, p, p]
+                with torch.no_grad():
+                    stem[:, :, 1] = -stem[:, :, 0]
         self.model = model
         self.out_dim = cfg.vision_width if self.output == "clip_tokens" else cfg.out_dim
         self.requires_grad_(False)
