@@ -46,3 +46,22 @@ def tiny_workspace(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
     assert main(["make-tiny-llm", "--data", str(data), "--out", str(llm), "--vocab-size", "512",
                  "--pretrain-steps", "5"]) == 0
     return TinyWorkspace(root, data, llm)
+
+
+@dataclass
+class TrainedRun:
+    workspace: TinyWorkspace
+    stage_1: Path
+    stage_2: Path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_workspace: TinyWorkspace) -> TrainedRun:
+    """Stage 1 then stage 2 of the tiny preset through the real CLI (a few optimizer steps each)."""
+    from skillgpt.cli import main
+
+    for stage in (1, 2):
+        args = ["train", str(REPO / "config" / f"stage_{stage}.yaml"), *tiny_workspace.overrides(stage, "e2e")]
+        assert main(args) == 0
+    run = tiny_workspace.root / "e2e"
+    return TrainedRun(tiny_workspace, run / "stage_1", run / "stage_2")

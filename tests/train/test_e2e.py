@@ -1,0 +1,52 @@
+"""The whole path on the tiny preset: stage 1 -> stage 2 -> eval -> infer, through the CLI."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from skillgpt.checkpoint.delta import list_checkpoints
+from skillgpt.cli import main
+
+
+def test_stage_outputs_hold_only_what_was_trained(trained_run) -> None:
+    s1, s2 = list_checkpoints(trained_run.stage_1)[-1], list_checkpoints(trained_run.stage_2)[-1]
+    # tiny stage 1 trains projector + whole LLM; stage 2 projector + LoRA (a PEFT adapter folder)
+    assert (s1 / "projector.safetensors").is_file() and (s1 / "llm" / "config.json").is_file()
+    assert not (s1 / "adapter").exists()
+    assert (s2 / "projector.safetensors").is_file() and not (s2 / "llm").exists()
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (s2 / "adapter").iterdir()}
+    for ckpt in (s1, s2):
+        assert (ckpt / "COMPLETE").is_file() and (ckpt / "trainer_state.json").is_file()
+        resolved = yaml.safe_load((ckpt / "config.yaml").read_text())
+        assert resolved["preset"] == "tiny" and resolved["stage"] in (1, 2)
+    assert (trained_run.stage_2 / "config.yaml").is_file()
+    lines = (trained_run.stage_2 / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(ln)["step"] for ln in lines]
+    assert steps == list(range(1, len(steps) + 1)) and all("loss" in json.loads(ln) for ln in lines)
+
+
+def test_eval_writes_results_table_and_confusion(trained_run, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(trained_run.stage_2), "--split", "test", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "top-1" in printed and "majority" in printed and "confusion" in printed
+    results = json.loads((out / "results.json").read_text())
+    summary = results["summary"]
+    assert summary["n"] == 4 and 0.0 <= summary["top1"] <= 1.0
+    assert set(summary["per_scenario"]) <= {"basketball_dribble", "gymnastics_swing"}
+    assert sum(g["n"] for g in summary["per_scenario"].values()) == 4
+    assert sum(map(sum, summary["confusion"])) == 4
+    assert (out / "confusion.png").stat().st_size > 0 and (out / "confusion.txt").is_file()
+    assert len(results["records"]) == 4 and all("generated" in r for r in results["records"])
+
+
+def test_infer_answers_a_question_about_a_video(trained_run, capsys) -> None:
+    clip = sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
+    args = ["infer", "--ckpt", str(trained_run.stage_2), "--video", str(clip), "--max-new-tokens", "8",
+            "What is the proficiency level of this athlete?"]
+    assert main(args) == 0
+    greedy = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == greedy  # greedy decoding is deterministic
+    assert main([*args, "--temperature", "0.8", "--top-p", "0.9"]) == 0
