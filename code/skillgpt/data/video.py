@@ -30,10 +30,21 @@ class MediaError(ValueError):
 
 
 def clip_starts(num_frames: int, fps: float, cfg: VideoConfig) -> list[Fraction]:
-    """Start times (seconds, exact) of the ``cfg.num_clips`` clips: ``i * max(duration - clip_duration, 0) / n``."""
+    """Start times (seconds, exact) of the ``cfg.num_clips`` clips: ``i * max(duration - clip_duration, 0) / n``.
+
+    Taken from pytorchvideo's ``ConstantClipsPerVideoSampler``, the sampler the ImageBind reference uses
+    (``pytorchvideo.transforms`` does not import with current torchvision; the samplers do).
+    """
+    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
+
+    sampler = ConstantClipsPerVideoSampler(clip_duration=Fraction(cfg.clip_duration), clips_per_video=cfg.num_clips)
     duration = Fraction(num_frames) / Fraction(fps)
-    span = max(duration - Fraction(cfg.clip_duration), Fraction(0))
-    return [span * i / cfg.num_clips for i in range(cfg.num_clips)]
+    starts, last_end, is_last = [], Fraction(0), False
+    while not is_last:
+        info = sampler(last_end, duration, {})
+        starts.append(Fraction(info.clip_start_sec))
+        last_end, is_last = info.clip_end_sec, info.is_last_clip
+    return starts
 
 
 def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig) -> list[list[int]]:
