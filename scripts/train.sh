@@ -20,4 +20,4 @@ if [ ! -f "$config" ]; then
 fi
 [ -x .venv/bin/python ] && export PATH="$PWD/.venv/bin:$PATH"
 # shellcheck disable=SC2086
-exec deepspeed ${DS_ARGS:-} --module skillgpt.cli train "$config" "$@"
+exec deepspeed --no_local_rank ${DS_ARGS:-} --module skillgpt.cli train "$config" "$@"

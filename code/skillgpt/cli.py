@@ -67,6 +67,8 @@ def _infer(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skillgpt", description="Video-language models that judge human skill.")
+    # launchers that put --local_rank before the subcommand (scripts/train.sh passes --no_local_rank)
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-sample-data", help="render the synthetic skill dataset (mp4 + JSON)")
