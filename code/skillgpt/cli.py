@@ -60,9 +60,41 @@ def _infer(args: argparse.Namespace) -> None:
     from skillgpt.inference.assistant import SkillAssistant
 
     assistant = SkillAssistant(args.ckpt, device=args.device)
-    video = assistant.load_video(args.video) if args.video else None
-    print(assistant.ask(args.question, video, max_new_tokens=args.max_new_tokens,
+    record: dict = {}
+    if args.video:
+        views = [v.split("=", 1) for v in args.video if "=" in v]
+        record["video"] = dict(views) if views else args.video
+    if args.image:
+        record["image"] = args.image
+    if args.audio:
+        record["audio"] = args.audio
+    media = assistant.load(record) if record else None
+    print(assistant.ask(args.question, media, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p))
+
+
+def _cache_features(args: argparse.Namespace) -> None:
+    import torch
+
+    from skillgpt.config import load_config
+    from skillgpt.data.cached_features import fill_cache
+    from skillgpt.data.dataset import SkillDataset
+    from skillgpt.models.build import build_model
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.data.feature_cache:
+        raise ValueError("data.feature_cache: set the cache folder (in the config or as data.feature_cache=DIR)")
+    model, tokenizer = build_model(cfg)
+    items = []
+    for split in args.splits.split(","):
+        path = getattr(cfg.data, split, None)
+        if path:
+            ds = SkillDataset(path, cfg.data, tokenizer, cfg.model.llm.template, model.placeholder_tokens(),
+                              cfg.model.llm.max_length)
+            items += ds.media_items()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache = fill_cache(cfg, model, items, batch_size=args.batch_size, device=device)
+    print(f"feature cache: {cache.dir} ({len(cache)} entries)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="answer a question about a video")
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--video", default=None)
+    p.add_argument("--video", action="append", default=None,
+                   help="video file; repeat for several, or VIEW=FILE per view for multi-view models")
+    p.add_argument("--image", action="append", default=None, help="image file (repeatable)")
+    p.add_argument("--audio", action="append", default=None, help="audio file or video with sound (repeatable)")
     p.add_argument("question")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=_infer)
+
+    p = sub.add_parser("cache-features", help="run the frozen encoders once over a dataset and store the features")
+    p.add_argument("--config", required=True)
+    p.add_argument("--splits", default="train,val,test", help="comma-separated data.<split> files to cover")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.feature_cache=DIR")
+    p.set_defaults(func=_cache_features)
     return parser
 
 

@@ -8,6 +8,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from skillgpt.checkpoint.delta import list_checkpoints
+from skillgpt.data.media import collate_media
 from skillgpt.inference.assistant import SkillAssistant
 
 
@@ -28,7 +29,7 @@ def test_plain_peft_matches_skillgpt_loading(trained_run) -> None:
         clip = sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
         tok = ours.encode([{"from": "human", "value": "<video> Rate this."}], True)
         vid_ids = torch.tensor([tok["input_ids"]])
-        embeds = ours.model.embed(vid_ids, ours.load_video(clip).unsqueeze(0))
+        embeds = ours.model.embed(vid_ids, collate_media([ours.load_video(clip)]))
         expected_v = plain(inputs_embeds=embeds).logits
         got_v = ours.model.causal_lm(inputs_embeds=embeds).logits
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ import torch
 from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.models.build import build_model
 
-PROJECTOR = {"projector.0.weight", "projector.0.bias", "projector.2.weight", "projector.2.bias"}
+PROJECTOR = {"projector.video.0.weight", "projector.video.0.bias", "projector.video.2.weight", "projector.video.2.bias"}
 
 
 def _lora_names(layers: int) -> set[str]:
@@ -41,12 +41,12 @@ def test_stage2_trains_projector_and_lora_and_lora_gets_gradients(tiny_workspace
     assert _trainable(model) == PROJECTOR | _lora_names(layers)
 
     ds = SkillDataset(cfg.data.train, cfg.data, tok, cfg.model.llm.template,
-                      model.num_visual_tokens(cfg.data.video.num_clips), cfg.model.llm.max_length)
+                      model.placeholder_tokens(), cfg.model.llm.max_length)
     batch = collate([ds[0], ds[1]], tok.pad_token_id)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     for _ in range(2):  # lora_B starts at zero, so lora_A's gradient is zero until B has moved once
         opt.zero_grad()
-        model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["video"]).backward()
+        model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["media"]).backward()
         opt.step()
     named = dict(model.named_parameters())
     for name in _trainable(model):

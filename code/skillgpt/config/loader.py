@@ -37,9 +37,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "freeze.llm": ("frozen", "lora", "full"),
     "train.precision": ("auto", "fp32", "bf16"),
     "data.format": ("conversation", "caption"),
+    "data.view_mode": ("fuse", "separate"),
+    "data.feature_cache_mode": ("auto", "require"),
+    "model.context.position": ("before", "after"),
+    "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
 }
 # Inclusive lower bounds of numeric fields.
-MINIMUMS: dict[str, int] = {"model.encoder.pool": 1}
+MINIMUMS: dict[str, int] = {
+    "model.encoder.pool": 1, "model.context.encoder.pool": 1, "model.projector.pool": 1,
+    "model.context.projector.pool": 1, "model.context.frames": 1, "data.video.num_clips": 1,
+    "data.video.frames_per_clip": 1, "data.audio.num_clips": 1,
+}
 
 _STAGE_SECTION = re.compile(r"stage_(\d+)")
 _DOTTED_KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

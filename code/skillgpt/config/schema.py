@@ -25,12 +25,30 @@ class VideoConfig:
 
 
 @dataclass
+class AudioConfig:
+    """How an audio file (or a video's audio track) becomes log-mel clips [num_clips, 1, mel, frames]."""
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    target_length: int = 204  # fbank frames per clip (padded or cropped)
+    clip_duration: float = 2.0
+    num_clips: int = 3
+    mean: float = -4.268
+    std: float = 9.138
+
+
+@dataclass
 class EncoderConfig:
     """Frozen visual encoder. `name` picks the builder from the encoder registry."""
 
-    name: str = "imagebind"
+    name: str = "imagebind"  # registry key (skillgpt.models.encoders.ENCODERS)
     checkpoint: Optional[str] = None  # local imagebind_huge.pth / .safetensors; None = seeded random init
+    path: Optional[str] = None  # Hugging Face encoders: local folder for from_pretrained
+    select_layer: int = -2  # Hugging Face encoders: which hidden layer's tokens (LLaVA uses -2)
     init_seed: int = 0
+    mean: Optional[list[float]] = None  # Hugging Face encoders: pixel mean (default: preprocessor_config.json)
+    std: Optional[list[float]] = None
+    temporal_pool: bool = False  # hf_video: average the temporal slices of each clip
     # Random init only (checkpoint: null): how the video stem's two temporal taps relate.
     # "independent" draws both; "difference" sets tap 2 = -tap 1, so every patch channel sees the
     # change between the two frames of a clip (a random encoder that is not motion-blind).
@@ -59,7 +77,34 @@ class EncoderConfig:
 
 @dataclass
 class ProjectorConfig:
-    name: str = "linear"  # registry key: linear | mlp2x_gelu
+    name: str = "linear"  # registry key (skillgpt.models.projectors.PROJECTORS)
+    pool: int = 2  # pool: a g x g grid per group becomes round(g/pool) x round(g/pool) (at least 1)
+    num_queries: int = 8  # resampler: learned queries = output tokens per group (clip)
+    num_prototypes: int = 8  # prototype: learned prototypes = output tokens per video
+    heads: int = 4  # attention heads of resampler / view_fusion
+    layers: int = 1  # cross-attention layers of resampler / view_fusion
+
+
+@dataclass
+class ContextConfig:
+    """VideoGPT+ dual encoder: a per-frame image encoder on a few context frames, with its own projector."""
+
+    enabled: bool = False
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="hf_image", keep_cls=False))
+    projector: ProjectorConfig = field(default_factory=lambda: ProjectorConfig(name="pool"))
+    frames: int = 4  # frames picked evenly over the video's sampled frames
+    position: str = "before"  # before | after: context tokens relative to the video encoder's tokens
+
+
+@dataclass
+class AudioModelConfig:
+    """ImageBind's audio branch (same checkpoint as model.encoder, which must be imagebind)."""
+
+    enabled: bool = False
+    output: str = "clip_embeddings"  # pooled | clip_embeddings | clip_tokens
+    keep_cls: bool = True
+    normalize_tokens: bool = True
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
 
 
 @dataclass
@@ -84,6 +129,8 @@ class LLMConfig:
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    audio: AudioModelConfig = field(default_factory=AudioModelConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 
@@ -109,6 +156,12 @@ class DataConfig:
     num_workers: int = 0
     cache_videos: bool = False  # keep decoded clips in memory after the first epoch (small datasets)
     video: VideoConfig = field(default_factory=VideoConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    # Multi-view samples ("video": {"ego": ..., "exo1": ...}): the views used, in this order ([] = single view).
+    views: list[str] = field(default_factory=list)
+    view_mode: str = "fuse"  # fuse: one <video>, views fused by the projector | separate: one <video> per view
+    feature_cache: Optional[str] = None  # folder of `skillgpt cache-features`; null = encode online
+    feature_cache_mode: str = "auto"  # auto: use when complete, else encode online | require: refuse otherwise
 
 
 @dataclass

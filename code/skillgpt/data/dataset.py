@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -13,13 +13,17 @@ from transformers import PreTrainedTokenizerBase
 
 from skillgpt.config.schema import DataConfig
 from skillgpt.data.templates import count_placeholders, get_template, tokenize_conversation
-from skillgpt.data.video import load_video
+from skillgpt.data.media import (
+    PLACEHOLDER_OF, DataError, MediaItem, Payload, collate_media, expand_view_placeholders, load_media,
+    missing_files, sample_media,
+)
+
+if TYPE_CHECKING:
+    from skillgpt.data.cached_features import CachedFeatures
+
+__all__ = ["DataError", "SkillDataset", "collate", "read_samples"]
 
 IGNORE_INDEX = -100
-
-
-class DataError(ValueError):
-    """A problem in a data file; the message names the file and the sample."""
 
 
 def read_samples(json_path: str | Path) -> list[dict[str, Any]]:
@@ -48,11 +52,15 @@ class Example:
     id: str
     input_ids: list[int]
     labels: list[int]
-    video: Path | None
+    media: list[MediaItem]
 
 
 class SkillDataset(Dataset):
-    """One JSON split. Every sample is validated (fields, media present, placeholder count) up front."""
+    """One JSON split. Every sample is validated (fields, media present, placeholder counts) up front.
+
+    `placeholder_tokens` maps each placeholder to its token count (``SkillGPT.placeholder_tokens()``);
+    with `features` (a ``CachedFeatures``), items return cached encoder features instead of pixels.
+    """
 
     def __init__(
         self,
@@ -60,57 +68,66 @@ class SkillDataset(Dataset):
         cfg: DataConfig,
         tokenizer: PreTrainedTokenizerBase,
         template_name: str,
-        video_tokens: int,
+        placeholder_tokens: dict[str, int],
         max_length: int,
+        features: Optional["CachedFeatures"] = None,
     ) -> None:
         self.path = Path(json_path)
         self.cfg = cfg
         self.records = read_samples(self.path)
-        root = Path(cfg.media_root) if cfg.media_root else self.path.parent
+        self.root = Path(cfg.media_root) if cfg.media_root else self.path.parent
         template = get_template(template_name)
         needed = "caption" if cfg.format == "caption" else "conversations"
         self.examples: list[Example] = []
-        self._video_cache: dict[Path, Tensor] = {}
+        self._media_cache: dict[MediaItem, Tensor] = {}
         missing: list[str] = []
         for i, rec in enumerate(self.records):
             sid = str(rec.get("id", f"#{i}"))
+            where = f"{self.path}: sample {sid}"
             if needed not in rec:
-                raise DataError(f"{self.path}: sample {sid} has no '{needed}' field (data.format={cfg.format})")
-            turns = to_conversation(rec, cfg.format, cfg.caption_prompts, i)
-            video = root / rec["video"] if rec.get("video") else None
-            if video is not None and not video.is_file():
-                missing.append(f"{sid}: {video}")
-            n_media = 0 if video is None else 1
-            n_placeholders = count_placeholders(turns).get("<video>", 0)
-            if n_placeholders != n_media:
-                raise DataError(
-                    f"{self.path}: sample {sid} has {n_placeholders} <video> placeholder(s) but {n_media} video(s)"
-                )
-            tok = tokenize_conversation(
-                turns, tokenizer, template, {"<video>": video_tokens}, max_length, sample_id=f"{self.path}:{sid}"
-            )
-            self.examples.append(Example(sid, tok["input_ids"], tok["labels"], video))
+                raise DataError(f"{where} has no '{needed}' field (data.format={cfg.format})")
+            items = sample_media(rec, self.root, cfg, where)
+            missing += [f"{sid}: {p}" for p in missing_files(items)]
+            turns = expand_view_placeholders(to_conversation(rec, cfg.format, cfg.caption_prompts, i), cfg)
+            counts = count_placeholders(turns)
+            for kind, placeholder in PLACEHOLDER_OF.items():
+                n_media = sum(it.kind == kind for it in items)
+                if counts.get(placeholder, 0) != n_media:
+                    raise DataError(f"{where} has {counts.get(placeholder, 0)} {placeholder} placeholder(s) "
+                                    f"but {n_media} {kind}(s)")
+            tok = tokenize_conversation(turns, tokenizer, template, placeholder_tokens, max_length,
+                                        sample_id=f"{self.path}:{sid}")
+            self.examples.append(Example(sid, tok["input_ids"], tok["labels"], items))
         if missing:
             shown = "\n  ".join(missing[:10])
-            raise DataError(f"{self.path}: {len(missing)} video file(s) not found:\n  {shown}")
+            raise DataError(f"{self.path}: {len(missing)} media file(s) not found:\n  {shown}")
+        self.features = features
+
+    def media_items(self) -> list[MediaItem]:
+        """Every media item of the split (for `skillgpt cache-features`)."""
+        return [it for ex in self.examples for it in ex.media]
+
+    def _payload(self, item: MediaItem) -> Payload:
+        if self.features is not None:
+            return self.features.lookup(item)
+        pixels = self._media_cache.get(item)
+        if pixels is None:
+            pixels = load_media(item, self.cfg)
+            if self.cfg.cache_videos:
+                self._media_cache[item] = pixels
+        return pixels
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ex = self.examples[index]
-        video = None
-        if ex.video is not None:
-            video = self._video_cache.get(ex.video)
-            if video is None:
-                video = load_video(ex.video, self.cfg.video)
-                if self.cfg.cache_videos:
-                    self._video_cache[ex.video] = video
-        return {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "video": video}
+        media = [(it.kind, self._payload(it)) for it in ex.media]
+        return {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "media": media}
 
 
 def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Right-pad ids/labels; stack videos into [B, S, C, T, H, W] (all samples of a batch have one)."""
+    """Right-pad ids/labels; stack each kind's media over the batch (``collate_media``)."""
     longest = max(len(b["input_ids"]) for b in batch)
     ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
@@ -120,8 +137,5 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         ids[row, :n] = torch.tensor(b["input_ids"])
         labels[row, :n] = torch.tensor(b["labels"])
         mask[row, :n] = 1
-    videos = [b["video"] for b in batch if b["video"] is not None]
-    if videos and len(videos) != len(batch):
-        raise DataError("a batch mixes samples with and without video; split such data into separate files")
-    video: Tensor | None = torch.stack(videos) if videos else None
-    return {"ids": [b["id"] for b in batch], "input_ids": ids, "attention_mask": mask, "labels": labels, "video": video}
+    media = collate_media([b["media"] for b in batch])
+    return {"ids": [b["id"] for b in batch], "input_ids": ids, "attention_mask": mask, "labels": labels, "media": media}

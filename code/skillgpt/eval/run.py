@@ -29,12 +29,13 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
     for start in tqdm(range(0, len(samples), bs), desc=f"eval {split}"):
         chunk = samples[start : start + bs]
         for s in chunk:
-            if "label" not in s or "video" not in s:
-                raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and 'video' for evaluation")
-        videos = [assistant.load_video(root / s["video"]) for s in chunk]
-        scores = assistant.label_scores(videos, cfg.eval.question, labels)
-        for s, video, row in zip(chunk, videos, scores):
-            answer = assistant.ask(cfg.eval.question, video, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
+            if "label" not in s or not any(s.get(k) for k in ("video", "image", "audio")):
+                raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and media (video/image/audio) "
+                                "for evaluation")
+        media = [assistant.load(s, root) for s in chunk]
+        scores = assistant.label_scores(media, cfg.eval.question, labels)
+        for s, item, row in zip(chunk, media, scores):
+            answer = assistant.ask(cfg.eval.question, item, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
             records.append({
                 "id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
                 "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,

@@ -1,24 +1,77 @@
-"""Assemble SkillGPT from a config: encoder + projector + LLM, previous stage's weights, freeze policy."""
+"""Assemble SkillGPT from a config: encoders + projectors + LLM, previous stage's weights, freeze policy."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.config.schema import Config
 from skillgpt.models.encoders import build_encoder
 from skillgpt.models.freeze import apply_freeze_policy
+from skillgpt.models.layout import TokenLayout
 from skillgpt.models.llm import load_llm, load_tokenizer
 from skillgpt.models.projectors import build_projector
-from skillgpt.models.skill_model import SkillGPT
+from skillgpt.models.skill_model import Branch, SkillGPT
+
+
+def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
+    """The frozen encoders by branch name: video (always), context and audio when enabled."""
+    m = cfg.model
+    if m.audio.enabled:
+        if m.encoder.name != "imagebind":
+            raise ValueError(f"model.audio.enabled needs model.encoder.name: imagebind (got {m.encoder.name!r}); "
+                             "the audio branch is ImageBind's and shares its checkpoint")
+        from skillgpt.models.encoders.imagebind_audio import ImageBindAudioEncoder
+        from skillgpt.models.encoders.imagebind_encoder import ImageBindVideoEncoder
+
+        video = ImageBindVideoEncoder(m.encoder, with_audio=True, on_meta=on_meta)
+        audio_cfg = replace(m.encoder, output=m.audio.output, keep_cls=m.audio.keep_cls,
+                            normalize_tokens=m.audio.normalize_tokens)
+        out = {"video": video, "audio": ImageBindAudioEncoder(video.model, audio_cfg)}
+    else:
+        out = {"video": build_encoder(m.encoder, cfg.data.video, on_meta=on_meta)}
+    if m.context.enabled:
+        out["context"] = build_encoder(m.context.encoder, cfg.data.video, on_meta=on_meta)
+    return out
+
+
+def _layouts(cfg: Config, encoders: dict[str, nn.Module]) -> dict[str, dict[str, TokenLayout]]:
+    """Token layout of each branch for each placeholder kind (video, image, audio)."""
+    v = cfg.data.video
+    fused_views = len(cfg.data.views) if cfg.data.views and cfg.data.view_mode == "fuse" else 1
+    video = {"video": replace(encoders["video"].layout(v.num_clips, v.frames_per_clip), views=fused_views)}
+    image = {"video": encoders["video"].layout(1, v.frames_per_clip)}
+    if "context" in encoders:
+        frames = cfg.model.context.frames
+        video["context"] = replace(encoders["context"].layout(frames, 1), views=fused_views)
+        image["context"] = encoders["context"].layout(frames, 1)
+    out = {"video": video, "image": image}
+    if "audio" in encoders:
+        out["audio"] = {"audio": encoders["audio"].layout(cfg.data.audio.num_clips)}
+    return out
 
 
 def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTrainedTokenizerBase]:
     """Build the model for `cfg.stage`: base weights, then `train.init_from`, then the freeze policy."""
-    encoder = build_encoder(cfg.model.encoder, on_meta=on_meta)
+    encoders = _encoders(cfg, on_meta)
     llm = load_llm(cfg.model.llm, on_meta=on_meta)
-    projector = build_projector(cfg.model.projector, encoder.out_dim, llm.get_input_embeddings().embedding_dim)
+    width = llm.get_input_embeddings().embedding_dim
+    layouts = _layouts(cfg, encoders)
+    projector_cfgs = {"video": cfg.model.projector, "context": cfg.model.context.projector,
+                      "audio": cfg.model.audio.projector}
+    projectors = nn.ModuleDict({
+        name: build_projector(projector_cfgs[name], enc.out_dim, width, layouts["audio" if name == "audio" else "video"][name])
+        for name, enc in encoders.items()
+    })
     if on_meta:
-        projector = projector.to("meta")
-    model = SkillGPT(encoder, projector, llm)
+        projectors = projectors.to("meta")
+    order = ["context", "video"] if cfg.model.context.position == "before" else ["video", "context"]
+    branches = {
+        "video": [Branch(n, cfg.model.context.frames if n == "context" else None) for n in order if n in encoders],
+        "audio": [Branch("audio")] if "audio" in encoders else [],
+    }
+    model = SkillGPT(nn.ModuleDict(encoders), projectors, llm, layouts, branches)
     model.base_llm_path = cfg.model.llm.path
     if cfg.train.init_from and not on_meta:
         from skillgpt.checkpoint.delta import load_trained_parts, resolve_checkpoint

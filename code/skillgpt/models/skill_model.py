@@ -1,7 +1,8 @@
 """SkillGPT: frozen encoder -> projector -> causal LLM, features spliced at placeholder positions."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -10,19 +11,46 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from skillgpt.data.templates import PLACEHOLDERS
+from skillgpt.data.media import PLACEHOLDER_OF
+from skillgpt.models.layout import TokenLayout
 
-VIDEO_ID = PLACEHOLDERS["<video>"]
 IGNORE_INDEX = -100
+KIND_OF_PLACEHOLDER = {ph: kind for kind, ph in PLACEHOLDER_OF.items()}
+Payload = Union[Tensor, dict[str, Tensor]]  # pixels / log-mels, or precomputed features by branch
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One encoder + projector pair of a tower; `frames` picks that many context frames from the clips."""
+
+    name: str
+    frames: Optional[int] = None
+
+
+def pick_frames(pixels: Tensor, frames: int) -> Tensor:
+    """[..., S, C, T, H, W] -> [..., frames, C, 1, H, W]: frames spread evenly over all S*T frames."""
+    *lead, s, c, t, h, w = pixels.shape
+    flat = pixels.movedim(-3, -4).reshape(*lead, s * t, c, h, w)
+    idx = torch.linspace(0, s * t - 1, frames, device=pixels.device).floor().long()
+    return flat.index_select(len(lead), idx).unsqueeze(-3)
 
 
 class SkillGPT(nn.Module):
-    """The whole model. `forward` returns the mean loss over supervised (label != -100) tokens only."""
+    """The whole model. `forward` returns the mean loss over supervised (label != -100) tokens only.
 
-    def __init__(self, encoder: nn.Module, projector: nn.Module, llm: PreTrainedModel) -> None:
+    `encoder` and `projector` are ModuleDicts keyed by branch (video, context, audio); `branches` says
+    which branches (in token order) fill each tower: `<video>` and `<image>` use the video tower,
+    `<audio>` the audio tower. `layouts[kind][branch]` is the token layout for that placeholder kind.
+    """
+
+    def __init__(self, encoder: nn.ModuleDict, projector: nn.ModuleDict, llm: PreTrainedModel,
+                 layouts: dict[str, dict[str, TokenLayout]], branches: dict[str, list[Branch]]) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.llm = llm
+        self.layouts = layouts
+        self.branches = branches
 
     # ---- parts -------------------------------------------------------------------------------
     @property
@@ -30,38 +58,75 @@ class SkillGPT(nn.Module):
         """The transformers model under any PEFT wrapper (LoRA layers stay injected inside it)."""
         return self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
 
-    def num_visual_tokens(self, num_clips: int) -> int:
+    def tower(self, kind: str) -> list[Branch]:
+        branches = self.branches.get("audio" if kind == "audio" else "video", [])
+        if not branches:
+            raise ValueError(f"this model has no encoder for {kind} (enable model.{kind}.enabled)")
+        return branches
+
+    def num_tokens(self, kind: str) -> int:
+        """Placeholder ids the data pipeline inserts per `kind` item (video, image or audio)."""
+        return sum(self.projector[b.name].output_tokens(self.layouts[kind][b.name]) for b in self.tower(kind))
+
+    def num_visual_tokens(self) -> int:
         """How many `<video>` placeholder ids the data pipeline must insert per video."""
-        return self.encoder.tokens_per_video(num_clips)
+        return self.num_tokens("video")
+
+    def placeholder_tokens(self) -> dict[str, int]:
+        """Token count of every placeholder this model can fill, e.g. {"<video>": 16, "<image>": 2}."""
+        kinds = ["video", "image"] + (["audio"] if self.branches.get("audio") else [])
+        return {PLACEHOLDER_OF[k]: self.num_tokens(k) for k in kinds}
 
     # ---- embedding ---------------------------------------------------------------------------
-    def visual_embeddings(self, video: Tensor) -> Tensor:
-        """video [B, S, C, T, H, W] -> projected tokens [B, N, D_llm]."""
-        feats = self.encoder(video)
-        proj_dtype = next(self.projector.parameters()).dtype
-        return self.projector(feats.to(proj_dtype))
+    @torch.no_grad()
+    def encode(self, kind: str, pixels: Tensor) -> dict[str, Tensor]:
+        """Frozen encoder features of a batch of `kind` items, by branch: {branch: [M, N, D]}.
 
-    def embed(self, input_ids: Tensor, video: Tensor | None) -> Tensor:
-        """Token embeddings with visual features scattered into the `<video>` positions."""
-        table = self.causal_lm.get_input_embeddings()
-        embeds = table(input_ids.clamp(min=0))
-        mask = input_ids == VIDEO_ID
-        n_slots = int(mask.sum())
-        if video is None:
-            if n_slots:
-                raise ValueError(f"input has {n_slots} <video> placeholder tokens but no video was given")
-            return embeds
-        feats = self.visual_embeddings(video)
-        if n_slots != feats.shape[0] * feats.shape[1]:
-            raise ValueError(
-                f"<video> placeholder tokens ({n_slots}) != visual tokens ({feats.shape[0]} videos x "
-                f"{feats.shape[1]} tokens); the data pipeline and the encoder disagree"
-            )
-        return embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+        Videos come as [M, S, C, T, H, W] (fused views: [M, V, S, C, T, H, W]), images as
+        [M, 1, C, T, H, W], audio as [M, S, 1, mel, frames]. This is what the feature cache stores."""
+        out = {}
+        for b in self.tower(kind):
+            x = pick_frames(pixels, b.frames) if b.frames else pixels
+            if x.ndim == 7:  # fused views [M, V, ...]: views encoded as a batch, tokens view-major
+                m = x.shape[0]
+                out[b.name] = self.encoder[b.name](x.flatten(0, 1)).reshape(m, -1, self.encoder[b.name].out_dim)
+            else:
+                out[b.name] = self.encoder[b.name](x)
+        return out
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, video: Tensor | None) -> Tensor:
+    def project(self, kind: str, feats: dict[str, Tensor]) -> Tensor:
+        """Branch features -> LLM embeddings [M, N, D_llm], branches concatenated in tower order."""
+        parts = []
+        for b in self.tower(kind):
+            proj = self.projector[b.name]
+            x = feats[b.name].to(next(proj.parameters()).dtype)
+            parts.append(proj(x, self.layouts[kind][b.name]))
+        return torch.cat(parts, dim=1)
+
+    def embed(self, input_ids: Tensor, media: Optional[dict[str, Payload]]) -> Tensor:
+        """Token embeddings with each kind's projected features scattered into its placeholder positions."""
+        embeds = self.causal_lm.get_input_embeddings()(input_ids.clamp(min=0))
+        media = media or {}
+        for placeholder, kind in KIND_OF_PLACEHOLDER.items():
+            mask = input_ids == PLACEHOLDERS[placeholder]
+            n_slots = int(mask.sum())
+            payload = media.get(kind)
+            if payload is None:
+                if n_slots:
+                    raise ValueError(f"input has {n_slots} {placeholder} placeholder tokens but no {kind} was given")
+                continue
+            feats = self.project(kind, payload if isinstance(payload, dict) else self.encode(kind, payload))
+            if n_slots != feats.shape[0] * feats.shape[1]:
+                raise ValueError(
+                    f"{placeholder} placeholder tokens ({n_slots}) != {kind} tokens ({feats.shape[0]} items x "
+                    f"{feats.shape[1]} tokens); the data pipeline and the encoder disagree"
+                )
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+        return embeds
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, media: Optional[dict[str, Payload]]) -> Tensor:
         """Last hidden states of the decoder (no LM head applied)."""
-        embeds = self.embed(input_ids, video)
+        embeds = self.embed(input_ids, media)
         decoder = self.causal_lm.get_decoder()
         return decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
 
@@ -74,9 +139,9 @@ class SkillGPT(nn.Module):
 
     # ---- training / scoring ------------------------------------------------------------------
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, video: Tensor | None = None, **_: Any
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None, **_: Any
     ) -> Tensor:
-        hidden = self.hidden_states(input_ids, attention_mask, video)
+        hidden = self.hidden_states(input_ids, attention_mask, media)
         logits, targets, _ = self._supervised_logits(hidden, labels)
         if targets.numel() == 0:
             return hidden.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
@@ -84,10 +149,10 @@ class SkillGPT(nn.Module):
 
     @torch.no_grad()
     def sequence_logprobs(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, video: Tensor | None = None
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None
     ) -> Tensor:
         """Sum of log-probabilities of the supervised tokens of each sample: [B]."""
-        hidden = self.hidden_states(input_ids, attention_mask, video)
+        hidden = self.hidden_states(input_ids, attention_mask, media)
         logits, targets, keep = self._supervised_logits(hidden, labels)
         token_lp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         sample_of_token = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(keep)
@@ -95,8 +160,8 @@ class SkillGPT(nn.Module):
         return out.index_add_(0, sample_of_token[keep], token_lp)
 
     @torch.no_grad()
-    def generate(self, input_ids: Tensor, video: Tensor | None = None, **generate_kwargs: Any) -> Tensor:
-        """Generate new token ids (KV cache on) for a prompt that may contain `<video>` slots."""
-        embeds = self.embed(input_ids, video)
+    def generate(self, input_ids: Tensor, media: Optional[dict[str, Payload]] = None, **generate_kwargs: Any) -> Tensor:
+        """Generate new token ids (KV cache on) for a prompt that may contain placeholder slots."""
+        embeds = self.embed(input_ids, media)
         attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
         return self.causal_lm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)

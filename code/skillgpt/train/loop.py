@@ -19,7 +19,9 @@ from tqdm import tqdm
 from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
 from skillgpt.checkpoint.resume import TrainerState, load_resume_state, save_checkpoint
 from skillgpt.config import Config, config_diff, load_resolved, save_config
+from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import SkillDataset, collate
+from skillgpt.data.media import media_to
 from skillgpt.models.build import build_model
 from skillgpt.train.ds_config import make_deepspeed_config
 from skillgpt.train.schedule import warmup_cosine
@@ -85,8 +87,9 @@ def train(cfg: Config) -> Path:
     model, tokenizer = build_model(cfg)
     dataset = SkillDataset(
         cfg.data.train, cfg.data, tokenizer, cfg.model.llm.template,
-        model.num_visual_tokens(cfg.data.video.num_clips), cfg.model.llm.max_length,
+        model.placeholder_tokens(), cfg.model.llm.max_length,
     )
+    dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train})")
     tc = cfg.train
     micro_per_epoch = len(dataset) // world // tc.micro_batch_size
     steps_per_epoch = micro_per_epoch // tc.grad_accum
@@ -129,8 +132,8 @@ def train(cfg: Config) -> Path:
         for batch in loader:
             if state.micro_step >= steps_per_epoch * tc.grad_accum:
                 break
-            video = batch["video"].to(device) if batch["video"] is not None else None
-            loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), video)
+            media = media_to(batch["media"], device)
+            loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), media)
             engine.backward(loss)
             at_boundary = engine.is_gradient_accumulation_boundary()
             engine.step()

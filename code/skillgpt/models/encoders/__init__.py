@@ -1,24 +1,44 @@
-"""Encoder registry: media tensor -> visual tokens [B, N, D]. Every encoder is frozen."""
+"""Encoder registry: media tensor -> visual tokens [B, N, D]. Every encoder is frozen.
+
+A builder takes ``(cfg: EncoderConfig, video: VideoConfig, on_meta: bool)``: ``video`` carries the
+pixel statistics and resolution the data pipeline produces (encoders that re-normalise need them).
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from torch import nn
 
-from skillgpt.config.schema import EncoderConfig
+from skillgpt.config.schema import EncoderConfig, VideoConfig
 
 
-def _imagebind(cfg: EncoderConfig, on_meta: bool) -> nn.Module:
+def _imagebind(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Module:
     from skillgpt.models.encoders.imagebind_encoder import ImageBindVideoEncoder
 
     return ImageBindVideoEncoder(cfg, on_meta=on_meta)
 
 
-ENCODERS: dict[str, Callable[[EncoderConfig, bool], nn.Module]] = {"imagebind": _imagebind}
+def _hf_image(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Module:
+    from skillgpt.models.encoders.hf import HFImageEncoder
+
+    return HFImageEncoder(cfg, video, on_meta=on_meta)
 
 
-def build_encoder(cfg: EncoderConfig, on_meta: bool = False) -> nn.Module:
+def _hf_video(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Module:
+    from skillgpt.models.encoders.hf import HFVideoEncoder
+
+    return HFVideoEncoder(cfg, video, on_meta=on_meta)
+
+
+ENCODERS: dict[str, Callable[[EncoderConfig, VideoConfig, bool], nn.Module]] = {
+    "imagebind": _imagebind,
+    "hf_image": _hf_image,  # CLIP / SigLIP vision tower per frame (model.encoder.path: local folder)
+    "hf_video": _hf_video,  # VideoMAE / TimeSformer per clip (model.encoder.path: local folder)
+}
+
+
+def build_encoder(cfg: EncoderConfig, video: VideoConfig, on_meta: bool = False) -> nn.Module:
     """Build the encoder named by `model.encoder.name` (on_meta: architecture only, no weights)."""
     if cfg.name not in ENCODERS:
         raise KeyError(f"model.encoder.name: unknown encoder {cfg.name!r}; known: {sorted(ENCODERS)}")
-    return ENCODERS[cfg.name](cfg, on_meta)
+    return ENCODERS[cfg.name](cfg, video, on_meta)

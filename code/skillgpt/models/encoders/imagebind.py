@@ -265,7 +265,9 @@ class ImageBindModel(nn.Module):
         def tn(p: Tensor) -> None:
             p.normal_(0.0, 0.02, generator=generator).clamp_(-0.04, 0.04)
 
-        for mod in self.modules():
+        # modality by modality, so enabling audio does not change the vision weights of a seed
+        groups = (self.modality_preprocessors, self.modality_trunks, self.modality_heads, self.modality_postprocessors)
+        for mod in (m for name in self.modalities for g in groups for m in g[name].modules()):
             if isinstance(mod, nn.LayerNorm):
                 mod.weight.fill_(1.0)
                 mod.bias.zero_()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skillgpt.models.encoders.imagebind import ImageBindModel
+from skillgpt.models.layout import TokenLayout
 
 OUTPUT_MODES = ("pooled", "clip_embeddings", "clip_tokens")
 VIDEO_STEM_INITS = ("independent", "difference")
@@ -71,6 +72,7 @@ class ImageBindVideoEncoder(nn.Module):
                 with torch.no_grad():
                     stem[:, :, 1] = -stem[:, :, 0]
         self.model = model
+        self.checkpoint = cfg.checkpoint
         self.out_dim = cfg.vision_width if self.output == "clip_tokens" else cfg.out_dim
         self.requires_grad_(False)
         super().train(False)
@@ -87,13 +89,24 @@ class ImageBindVideoEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.model.modality_preprocessors["vision"].cls_token.device
 
-    def tokens_per_video(self, num_clips: int) -> int:
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2) -> int:
         """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips."""
+        return self.layout(num_clips, frames_per_clip).num_tokens
+
+    def weight_files(self) -> list[str]:
+        """Files whose content determines the weights (for feature-cache keys); [] = seeded init."""
+        return [str(self.checkpoint)] if self.checkpoint else []
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
+        """Arrangement of the output tokens (one group per clip; one group in all for ``pooled``).
+
+        The video stem's temporal kernel consumes the frames of a clip, so ``frames_per_clip`` does not
+        change the count."""
         if self.output == "pooled":
-            return 1
+            return TokenLayout(groups=1, prefix=1, grid=0)
         if self.output == "clip_embeddings":
-            return num_clips
-        return num_clips * (int(self.keep_cls) + self.pooled_grid**2)
+            return TokenLayout(groups=num_clips, prefix=1, grid=0)
+        return TokenLayout(groups=num_clips, prefix=int(self.keep_cls), grid=self.pooled_grid)
 
     def _clip_tokens(self, tokens: Tensor) -> Tensor:
         """Trunk tokens [N, 1 + g*g, W] -> [N, keep_cls + g'^2, W]."""

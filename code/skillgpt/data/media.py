@@ -1,0 +1,138 @@
+"""A sample's media: which files fill which placeholders, and how each becomes a tensor (or cached features).
+
+Sample fields (LLaVA-style JSON, all optional): ``video`` (a path, a list of paths, or for multi-view
+samples a dict view name -> path), ``image`` (path or list) and ``audio`` (path or list: an audio file
+or a video whose audio track is used). Each item fills one ``<video>`` / ``<image>`` / ``<audio>`` in
+text order. ``<image>`` goes through the video tower as a one-clip video of the repeated frame (as
+ImageBind does); with ``data.view_mode: separate`` every view of a multi-view video gets its own
+``<video>``, labelled with the view's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from skillgpt.config.schema import DataConfig
+from skillgpt.data.video import MediaError, load_video
+
+PLACEHOLDER_OF = {"video": "<video>", "image": "<image>", "audio": "<audio>"}
+Payload = Union[Tensor, dict[str, Tensor]]  # pixels / log-mels, or cached features by branch
+
+
+class DataError(ValueError):
+    """A problem in a data file; the message names the file and the sample."""
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One placeholder's media: `paths` holds one file, or one per view for a fused multi-view video."""
+
+    kind: str  # video | image | audio
+    paths: tuple[Path, ...]
+    views: tuple[Optional[str], ...] = (None,)
+    fused: bool = False  # several views stacked into one payload [V, ...]
+
+
+def _as_list(value: Any, field: str, where: str) -> list[Any]:
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, list) and value:
+        return value
+    raise DataError(f"{where}: field '{field}' must be a path, a list of paths or a view dict, got {value!r}")
+
+
+def sample_media(rec: dict[str, Any], root: Path, cfg: DataConfig, where: str) -> list[MediaItem]:
+    """The sample's media items in the order their placeholders are filled (video, image, audio lists)."""
+    items: list[MediaItem] = []
+    for kind in ("video", "image", "audio"):
+        if not rec.get(kind):
+            continue
+        for value in _as_list(rec[kind], kind, where):
+            if isinstance(value, dict):
+                if kind != "video" or not cfg.views:
+                    raise DataError(f"{where}: field '{kind}' is a view dict {sorted(value)}; set data.views "
+                                    "to the views to use (multi-view is for videos only)")
+                absent = [v for v in cfg.views if v not in value]
+                if absent:
+                    raise DataError(f"{where}: video has no view(s) {absent} (has {sorted(value)}; data.views={list(cfg.views)})")
+                paths = tuple(root / str(value[v]) for v in cfg.views)
+                if cfg.view_mode == "separate":
+                    items += [MediaItem("video", (p,), (v,)) for p, v in zip(paths, cfg.views)]
+                else:
+                    items.append(MediaItem("video", paths, tuple(cfg.views), fused=True))
+            elif isinstance(value, str):
+                if kind == "video" and cfg.views:
+                    raise DataError(f"{where}: data.views={list(cfg.views)} needs 'video' as a dict view -> path, "
+                                    f"got the single path {value!r}")
+                items.append(MediaItem(kind, (root / value,)))
+            else:
+                raise DataError(f"{where}: field '{kind}' has an entry {value!r}; expected a path")
+    return items
+
+
+def expand_view_placeholders(turns: list[dict[str, str]], cfg: DataConfig) -> list[dict[str, str]]:
+    """``view_mode: separate``: each ``<video>`` becomes one labelled ``<video>`` per view."""
+    if not cfg.views or cfg.view_mode != "separate":
+        return turns
+    labelled = " ".join(f"{v}: <video>" for v in cfg.views)
+    return [{**t, "value": t["value"].replace("<video>", labelled)} for t in turns]
+
+
+def load_image(path: Path, cfg: DataConfig) -> Tensor:
+    """An image as a one-clip video [1, C, T, R, R]: short side resized, centre crop, frame repeated T times."""
+    if not path.is_file():
+        raise MediaError(f"{path}: image file not found (expected a readable image)")
+    try:
+        with Image.open(path) as img:
+            pixels = TF.pil_to_tensor(img.convert("RGB")).float().div_(255.0)
+    except (UnidentifiedImageError, OSError) as err:
+        raise MediaError(f"{path}: cannot be decoded as an image: {err}") from err
+    v = cfg.video
+    pixels = TF.resize(pixels, [v.resolution], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    pixels = TF.center_crop(TF.normalize(pixels, mean=list(v.mean), std=list(v.std)), [v.resolution])
+    return pixels.unsqueeze(1).expand(-1, v.frames_per_clip, -1, -1).unsqueeze(0).contiguous()
+
+
+def load_media(item: MediaItem, cfg: DataConfig) -> Tensor:
+    """Pixels (or log-mel clips) of one item: video [S, C, T, H, W] (fused views: [V, S, C, T, H, W]),
+    image [1, C, T, H, W], audio [S, 1, mel, frames]."""
+    if item.kind == "video":
+        clips = [load_video(p, cfg.video) for p in item.paths]
+        return torch.stack(clips) if item.fused else clips[0]
+    if item.kind == "image":
+        return load_image(item.paths[0], cfg)
+    from skillgpt.data.audio import load_audio
+
+    return load_audio(item.paths[0], cfg.audio)
+
+
+def missing_files(items: list[MediaItem]) -> list[Path]:
+    return [p for it in items for p in it.paths if not p.is_file()]
+
+
+def collate_media(per_sample: list[list[tuple[str, Payload]]]) -> dict[str, Payload]:
+    """Stack every sample's payloads by placeholder kind, in sample then placeholder order."""
+    by_kind: dict[str, list[Payload]] = {}
+    for items in per_sample:
+        for kind, payload in items:
+            by_kind.setdefault(kind, []).append(payload)
+    out: dict[str, Payload] = {}
+    for kind, payloads in by_kind.items():
+        if isinstance(payloads[0], dict):
+            out[kind] = {b: torch.stack([p[b] for p in payloads]) for b in payloads[0]}
+        else:
+            out[kind] = torch.stack(payloads)
+    return out
+
+
+def media_to(media: dict[str, Payload], device: torch.device | str) -> dict[str, Payload]:
+    """Move a collated media dict to `device`."""
+    return {k: ({b: t.to(device) for b, t in v.items()} if isinstance(v, dict) else v.to(device))
+            for k, v in media.items()}

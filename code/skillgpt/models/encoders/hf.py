@@ -1,0 +1,309 @@
+"""Frozen Hugging Face encoders loaded from local folders: per-frame image towers (CLIP, SigLIP) and
+video transformers (VideoMAE, TimeSformer).
+
+The architecture is picked from the folder's ``config.json`` ``model_type`` through the explicit tables
+``IMAGE_MODELS`` / ``VIDEO_MODELS`` (never from folder names). Pixels arrive normalised with the data's
+``VideoConfig.mean/std``; the encoders undo that and apply the model's own statistics
+(``preprocessor_config.json`` ``image_mean/image_std``, else ``model.encoder.mean/std``), then resize
+(bilinear, antialiased) to the model's ``image_size``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+
+from skillgpt.models.layout import TokenLayout
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load and read one Hugging Face ``model_type``."""
+
+    model_cls: str  # transformers class name, loaded with from_pretrained(path)
+    has_cls: bool  # the token sequence starts with one class token
+    # Modules whose weights a checkpoint may lack without changing any hidden state (final norms,
+    # pooling heads), matched as whole components of the parameter name (prefixes differ by version).
+    optional_modules: tuple[str, ...] = ()
+
+
+_CLIP = ModelSpec("CLIPVisionModel", True, ("post_layernorm",))
+_SIGLIP = ModelSpec("SiglipVisionModel", False, ("post_layernorm", "head"))
+IMAGE_MODELS: dict[str, ModelSpec] = {
+    "clip": _CLIP,
+    "clip_vision_model": _CLIP,
+    "siglip": _SIGLIP,
+    "siglip_vision_model": _SIGLIP,
+}
+VIDEO_MODELS: dict[str, ModelSpec] = {
+    "videomae": ModelSpec("VideoMAEModel", False, ("layernorm", "fc_norm")),
+    "timesformer": ModelSpec("TimesformerModel", True, ("layernorm",)),
+}
+
+
+def _floats(values: Any, channels: int, what: str) -> list[float]:
+    """A per-channel statistic as `channels` floats (a single number is broadcast)."""
+    if isinstance(values, (int, float)):
+        values = [values] * channels
+    out = [float(v) for v in values]
+    if len(out) != channels:
+        raise ValueError(f"{what}: expected {channels} values, got {out}")
+    return out
+
+
+class HFEncoderBase(nn.Module):
+    """Shared loading, re-normalisation, grid pooling and freezing of the Hugging Face encoders."""
+
+    name = "hf"
+    models: dict[str, ModelSpec] = {}
+
+    def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
+        super().__init__()
+        if cfg.output != "clip_tokens":
+            raise ValueError(
+                f"model.encoder.output: {self.name} only yields tokens ('clip_tokens'), got {cfg.output!r}"
+            )
+        if int(cfg.pool) < 1:
+            raise ValueError(f"model.encoder.pool must be >= 1, got {cfg.pool}")
+        self.folder = self._check_folder(cfg.path)
+        config_file = self.folder / "config.json"
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type not in self.models:
+            raise ValueError(
+                f"{config_file}: model_type {model_type!r} is not supported by encoder {self.name!r}; "
+                f"supported model_type values: {sorted(self.models)}"
+            )
+        self.model_type: str = model_type
+        self.spec = self.models[model_type]
+        model_cls = getattr(transformers, self.spec.model_cls)
+        if on_meta:  # architecture only: no weights are read
+            config = model_cls.config_class.from_pretrained(self.folder)
+            with torch.device("meta"):
+                model = model_cls._from_config(config, dtype=torch.float32)
+        else:
+            model, info = model_cls.from_pretrained(self.folder, dtype=torch.float32, output_loading_info=True)
+            optional = set(self.spec.optional_modules)
+            missing = sorted(k for k in info["missing_keys"] if not optional & set(k.split(".")))
+            if missing:
+                more = " ..." if len(missing) > 8 else ""
+                raise ValueError(
+                    f"model.encoder.path: {self.folder} lacks weights of {self.spec.model_cls}: {missing[:8]}{more}"
+                )
+        self.model = model
+        self.config = model.config
+        channels = int(getattr(self.config, "num_channels", 3))
+        self.image_size = self._int_size(self.config.image_size)
+        self.grid = self.image_size // self._int_size(self.config.patch_size)
+        self.pool = int(cfg.pool)
+        self.pooled_grid = max(1, round(self.grid / self.pool))
+        self.out_dim = int(self.config.hidden_size)
+        layers = int(self.config.num_hidden_layers)
+        self.select_layer = int(cfg.select_layer)
+        if not -(layers + 1) <= self.select_layer <= layers:
+            raise ValueError(f"model.encoder.select_layer {self.select_layer} is out of range for {layers} layers "
+                             f"({layers + 1} hidden states: embeddings + one per layer)")
+        self.data_mean = _floats(video.mean, channels, "data.video.mean")
+        self.data_std = _floats(video.std, channels, "data.video.std")
+        model_mean, model_std = self._model_stats(cfg)
+        self.model_mean = _floats(model_mean, channels, "encoder image_mean")
+        self.model_std = _floats(model_std, channels, "encoder image_std")
+        self.requires_grad_(False)
+        super().train(False)
+
+    @staticmethod
+    def _check_folder(path: str | None) -> Path:
+        if not path:
+            raise ValueError("model.encoder.path is not set: Hugging Face encoders load from a local folder")
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model.encoder.path: folder {folder} does not exist")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"model.encoder.path: {folder} has no config.json")
+        return folder
+
+    @staticmethod
+    def _int_size(size: Any) -> int:
+        if isinstance(size, int):
+            return size
+        h, w = size
+        if h != w:
+            raise ValueError(f"only square inputs are supported, the model expects {h}x{w}")
+        return int(h)
+
+    def _model_stats(self, cfg: Any) -> tuple[Any, Any]:
+        """The model's own pixel mean/std: preprocessor_config.json, else model.encoder.mean/std."""
+        pre = self.folder / "preprocessor_config.json"
+        if pre.is_file():
+            stats = json.loads(pre.read_text())
+            if stats.get("image_mean") is not None and stats.get("image_std") is not None:
+                return stats["image_mean"], stats["image_std"]
+        mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+        if mean is not None and std is not None:
+            return mean, std
+        raise FileNotFoundError(
+            f"model.encoder.path: {self.folder} has no preprocessor_config.json with image_mean/image_std; "
+            "add it or set model.encoder.mean and model.encoder.std"
+        )
+
+    def train(self, mode: bool = True) -> "HFEncoderBase":
+        """The encoder is frozen: it always stays in eval mode."""
+        return super().train(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def weight_files(self) -> list[str]:
+        """Files that determine the features: weights (*.safetensors, *.bin), config.json and, when
+        present, preprocessor_config.json (the pixel statistics)."""
+        weights = sorted(p for ext in ("*.safetensors", "*.bin") for p in self.folder.glob(ext))
+        extra = [self.folder / "config.json", self.folder / "preprocessor_config.json"]
+        return [str(p) for p in [*weights, *extra] if p.is_file()]
+
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2) -> int:
+        """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips."""
+        return self.layout(num_clips, frames_per_clip).num_tokens
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
+        raise NotImplementedError
+
+    def _prepare(self, frames: Tensor) -> Tensor:
+        """Frames [N, C, H, W] in data normalisation -> model normalisation and size, model dtype."""
+        x = frames.to(device=self.device, dtype=torch.float32)
+        shape = (1, -1, 1, 1)
+        d_mean, d_std, m_mean, m_std = (
+            torch.tensor(v, device=x.device).view(shape)
+            for v in (self.data_mean, self.data_std, self.model_mean, self.model_std)
+        )
+        x = (x * d_std + d_mean - m_mean) / m_std
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return x.to(self.dtype)
+
+    def _pool_grid(self, patches: Tensor) -> Tensor:
+        """Patch tokens [N, g*g, D] (row-major) -> [N, g'*g', D] by adaptive average pooling."""
+        if self.pooled_grid == self.grid:
+            return patches
+        n, _, width = patches.shape
+        grid = patches.transpose(1, 2).reshape(n, width, self.grid, self.grid)
+        return F.adaptive_avg_pool2d(grid, self.pooled_grid).flatten(2).transpose(1, 2)
+
+    def _hidden(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[self.select_layer]
+
+    @staticmethod
+    def _as_clips(video: Tensor) -> Tensor:
+        if video.ndim == 5:
+            video = video.unsqueeze(1)
+        if video.ndim != 6:
+            raise ValueError(f"expected video [B, S, C, T, H, W], got {tuple(video.shape)}")
+        return video
+
+
+class HFImageEncoder(HFEncoderBase):
+    """Per-frame image tower (CLIP, SigLIP): every frame of every clip is one token group.
+
+    ``forward(video [B, S, C, T, H, W]) -> [B, S*T*(prefix + g'^2), hidden_size]`` with the tokens of
+    ``hidden_states[select_layer]``; prefix = 1 (the class token) when the model has one and
+    ``keep_cls`` is true, else 0 (SigLIP has none); frames in time order, clip-major.
+    """
+
+    name = "hf_image"
+    models = IMAGE_MODELS
+
+    def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
+        super().__init__(cfg, video, on_meta)
+        self.model_prefix = int(self.spec.has_cls)
+        self.keep_cls = bool(cfg.keep_cls) and self.spec.has_cls
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
+        """One group per frame: ``num_clips * frames_per_clip`` groups."""
+        return TokenLayout(groups=num_clips * frames_per_clip, prefix=int(self.keep_cls), grid=self.pooled_grid)
+
+    @torch.no_grad()
+    def forward(self, video: Tensor) -> Tensor:
+        """video [B, S, C, T, H, W] (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+        video = self._as_clips(video)
+        b, s, c, t = video.shape[:4]
+        frames = video.permute(0, 1, 3, 2, 4, 5).reshape(b * s * t, c, *video.shape[-2:])
+        hidden = self._hidden(self._prepare(frames))  # [F, model_prefix + g*g, D]
+        patches = self._pool_grid(hidden[:, self.model_prefix:])
+        out = torch.cat([hidden[:, :1], patches], dim=1) if self.keep_cls else patches
+        return out.reshape(b, s * t * out.shape[1], out.shape[2])
+
+
+class HFVideoEncoder(HFEncoderBase):
+    """Video transformer (VideoMAE, TimeSformer) run on each clip.
+
+    A clip's T frames are resampled to the model's ``num_frames`` (indices floor(linspace(0, T-1,
+    num_frames))) when T differs. Tokens of ``hidden_states[select_layer]`` are arranged as T' temporal
+    slices of g x g patches (T' = num_frames // tubelet_size for VideoMAE, num_frames for TimeSformer),
+    each slice pooled to g' x g'. TimeSformer's class token is always dropped (``keep_cls`` is ignored)
+    so that every group is a pure patch grid. ``temporal_pool`` averages the T' slices of a clip.
+
+    ``forward(video [B, S, C, T, H, W]) -> [B, S * T'' * g'^2, hidden_size]``, T'' = 1 if temporal_pool
+    else T'.
+    """
+
+    name = "hf_video"
+    models = VIDEO_MODELS
+
+    def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
+        super().__init__(cfg, video, on_meta)
+        self.num_frames = int(self.config.num_frames)
+        self.tubelet = int(getattr(self.config, "tubelet_size", 1)) if self.model_type == "videomae" else 1
+        if self.num_frames % self.tubelet:
+            raise ValueError(
+                f"{self.folder}: num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet}"
+            )
+        self.slices = self.num_frames // self.tubelet
+        self.temporal_pool = bool(getattr(cfg, "temporal_pool", False))
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
+        """One group per temporal slice of each clip (or per clip with ``temporal_pool``); the clip's
+        frames are resampled to the model's ``num_frames``, so ``frames_per_clip`` does not change it."""
+        groups = num_clips * (1 if self.temporal_pool else self.slices)
+        return TokenLayout(groups=groups, prefix=0, grid=self.pooled_grid)
+
+    def _slices(self, hidden: Tensor, clips: int) -> Tensor:
+        """Hidden states of ``clips`` clips -> [clips, T', g*g, D] in (time, row, column) order."""
+        gg, width = self.grid * self.grid, hidden.shape[-1]
+        if self.model_type == "videomae":
+            # Conv3d tubelets flattened from [D, T', g, g]: time-major, then rows, then columns.
+            return hidden.reshape(clips, self.slices, gg, width)
+        # TimeSformer: "space_only" runs frames as a batch [clips * T, 1 + g*g, D] (CLS per frame);
+        # the other attention types give one sequence [clips, 1 + g*g*T, D]: CLS, then patch-major
+        # tokens with time innermost (TimesformerEmbeddings: view(B, patches, T, D)).
+        if self.config.attention_type == "space_only":
+            return hidden[:, 1:].reshape(clips, self.slices, gg, width)
+        return hidden[:, 1:].reshape(clips, gg, self.slices, width).transpose(1, 2)
+
+    @torch.no_grad()
+    def forward(self, video: Tensor) -> Tensor:
+        """video [B, S, C, T, H, W] (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+        video = self._as_clips(video)
+        b, s, c, t = video.shape[:4]
+        clips = video.flatten(0, 1)  # [B*S, C, T, H, W]
+        if t != self.num_frames:
+            idx = torch.linspace(0, t - 1, self.num_frames).floor().long().to(clips.device)
+            clips = clips.index_select(2, idx)
+        n = clips.shape[0]
+        frames = clips.transpose(1, 2).reshape(n * self.num_frames, c, *clips.shape[-2:])
+        x = self._prepare(frames).reshape(n, self.num_frames, c, self.image_size, self.image_size)
+        tokens = self._slices(self._hidden(x), n)  # [n, T', g*g, D]
+        tokens = self._pool_grid(tokens.flatten(0, 1)).reshape(n, self.slices, -1, tokens.shape[-1])
+        if self.temporal_pool:
+            tokens = tokens.mean(dim=1, keepdim=True)
+        return tokens.reshape(b, -1, tokens.shape[-1])
+

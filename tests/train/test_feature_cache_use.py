@@ -1,0 +1,100 @@
+"""The feature cache in use: `skillgpt cache-features`, identical training inputs, invalidation, refusal."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from skillgpt.cli import main
+from skillgpt.data.cached_features import cache_dir_for, open_features
+from skillgpt.data.dataset import SkillDataset, collate
+from skillgpt.data.feature_cache import CacheError
+from skillgpt.models.build import build_model
+
+SMALL = ["data.video.num_clips=2"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def filled(tiny_workspace, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("features")
+    args = tiny_workspace.overrides(2, "cache", "train.init_from=null", f"data.feature_cache={cache}", *SMALL)
+    assert main(["cache-features", "--config", str(REPO / "config" / "stage_2.yaml"), "--splits", "train,val",
+                 *args]) == 0
+    return cache
+
+
+def _setup(ws, cache, *extra):
+    cfg = ws.config(2, "cache", "train.init_from=null", f"data.feature_cache={cache}", *SMALL, *extra)
+    model, tok = build_model(cfg)
+    ds = SkillDataset(cfg.data.train, cfg.data, tok, cfg.model.llm.template, model.placeholder_tokens(),
+                      cfg.model.llm.max_length)
+    return cfg, model, tok, ds
+
+
+def test_cached_features_give_the_same_loss_as_online_encoding(tiny_workspace, filled):
+    cfg, model, tok, ds = _setup(tiny_workspace, filled, "data.feature_cache_mode=require")
+    online = collate([ds[i] for i in range(4)], tok.pad_token_id)
+    ds.features = open_features(cfg, model, ds.media_items(), "train")
+    assert ds.features is not None
+    cached = collate([ds[i] for i in range(4)], tok.pad_token_id)
+    assert isinstance(cached["media"]["video"], dict) and set(cached["media"]["video"]) == {"video"}
+    model.eval()
+    with torch.no_grad():
+        a = model(online["input_ids"], online["attention_mask"], online["labels"], online["media"])
+        b = model(cached["input_ids"], cached["attention_mask"], cached["labels"], cached["media"])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_settings_that_do_not_change_features_keep_the_cache(tiny_workspace, filled):
+    for extra in ("train.lr=0.5", "model.projector.name=linear", "model.llm.lora.r=4"):
+        cfg, model, _, ds = _setup(tiny_workspace, filled, "data.feature_cache_mode=require", extra)
+        assert open_features(cfg, model, ds.media_items(), "train") is not None, extra
+
+
+@pytest.mark.parametrize("extra", [
+    "model.encoder.init_seed=1", "model.encoder.pool=2", "model.encoder.keep_cls=false",
+    "data.video.num_clips=3", "data.video.resolution=48", "data.video.num_crops=3",
+    "data.video.clip_duration=0.5", "data.video.frames_per_clip=3",
+])
+def test_every_feature_setting_invalidates(tiny_workspace, filled, extra):
+    cfg, model, _, ds = _setup(tiny_workspace, filled, extra)
+    with pytest.warns(UserWarning, match="not cached"):
+        assert open_features(cfg, model, ds.media_items(), "train") is None  # auto: falls back to online
+    cfg.data.feature_cache_mode = "require"
+    with pytest.raises(CacheError, match="cache-features"):
+        open_features(cfg, model, ds.media_items(), "train")
+
+
+def test_edited_media_file_is_not_served_stale(tiny_workspace, filled, tmp_path):
+    import json
+    import shutil
+
+    samples = json.loads((tiny_workspace.data / "skill_train.json").read_text())[:2]
+    for s in samples:
+        copy = tmp_path / f"{s['id']}.mp4"
+        shutil.copy(tiny_workspace.data / s["video"], copy)
+        s["video"] = str(copy)
+    (tmp_path / "two.json").write_text(json.dumps(samples))
+    cfg, model, _, ds = _setup(tiny_workspace, filled, f"data.train={tmp_path / 'two.json'}",
+                               "data.feature_cache_mode=require")
+    assert open_features(cfg, model, ds.media_items(), "train") is not None  # same content: cached
+    with open(ds.media_items()[0].paths[0], "ab") as fh:
+        fh.write(b"\0")  # content changed (mtime and size too)
+    with pytest.raises(CacheError, match="not cached"):
+        open_features(cfg, model, ds.media_items(), "train")
+
+
+def test_corrupt_shard_is_named(tiny_workspace, filled, tmp_path):
+    import shutil
+
+    copy = tmp_path / "features"
+    shutil.copytree(filled, copy)
+    cfg, model, _, ds = _setup(tiny_workspace, copy, "data.feature_cache_mode=require")
+    shard = sorted(cache_dir_for(cfg, model).glob("shard-*.safetensors"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(CacheError, match=str(shard)):
+        open_features(cfg, model, ds.media_items(), "train")
