@@ -69,8 +69,16 @@ def _infer(args: argparse.Namespace) -> None:
     if args.audio:
         record["audio"] = args.audio
     media = assistant.load(record) if record else None
-    print(assistant.ask(args.question, media, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, top_p=args.top_p))
+    answer = assistant.ask(args.question, media, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_p=args.top_p)
+    if not args.json:
+        print(answer)
+        return
+    out: dict = {"question": args.question, "answer": answer}
+    if media:
+        probs = assistant.rate(media)
+        out.update(label=max(probs, key=probs.get), probabilities=probs)
+    print(json.dumps(out, indent=2))
 
 
 def _cache_features(args: argparse.Namespace) -> None:
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print label, level probabilities and answer as JSON")
     p.set_defaults(func=_infer)
 
     p = sub.add_parser("cache-features", help="run the frozen encoders once over a dataset and store the features")
@@ -153,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.feature_cache=DIR")
     p.set_defaults(func=_cache_features)
+
+    from skillgpt.serve.commands import add_serve_commands  # demo, chat
+
+    add_serve_commands(sub)
     return parser
 
 

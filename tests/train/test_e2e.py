@@ -50,3 +50,14 @@ def test_infer_answers_a_question_about_a_video(trained_run, capsys) -> None:
     assert main(args) == 0
     assert capsys.readouterr().out == greedy  # greedy decoding is deterministic
     assert main([*args, "--temperature", "0.8", "--top-p", "0.9"]) == 0
+
+
+def test_infer_json_gives_label_probabilities_and_answer(trained_run, capsys) -> None:
+    clip = sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
+    assert main(["infer", "--ckpt", str(trained_run.stage_2), "--video", str(clip), "--max-new-tokens", "8",
+                 "--json", "How skilled is this athlete?"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    probs = out["probabilities"]
+    assert set(probs) == {"Novice", "Early Expert", "Intermediate Expert", "Late Expert"}
+    assert abs(sum(probs.values()) - 1.0) < 1e-4 and out["label"] == max(probs, key=probs.get)
+    assert isinstance(out["answer"], str) and out["question"] == "How skilled is this athlete?"

@@ -98,3 +98,31 @@ def test_corrupt_shard_is_named(tiny_workspace, filled, tmp_path):
     shard.write_bytes(bytes(raw))
     with pytest.raises(CacheError, match=str(shard)):
         open_features(cfg, model, ds.media_items(), "train")
+
+
+def test_eval_reads_the_cache_and_scores_the_same(trained_run, tmp_path):
+    import json
+    import shutil
+
+    from skillgpt.checkpoint.delta import list_checkpoints
+    from skillgpt.config import load_resolved, save_config
+    from skillgpt.data.cached_features import fill_cache
+    from skillgpt.eval.run import evaluate
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(list_checkpoints(trained_run.stage_2)[-1], ckpt)
+    evaluate(ckpt, split="test", out_dir=tmp_path / "online", generate=False)
+    cfg = load_resolved(ckpt / "config.yaml")
+    cfg.data.feature_cache, cfg.data.feature_cache_mode = str(tmp_path / "features"), "require"
+    save_config(cfg, ckpt / "config.yaml")
+    with pytest.raises(CacheError, match="not cached"):  # require: an empty cache is refused
+        evaluate(ckpt, split="test", out_dir=tmp_path / "cached", generate=False)
+    model, tok = build_model(cfg)
+    ds = SkillDataset(cfg.data.test, cfg.data, tok, cfg.model.llm.template, model.placeholder_tokens(),
+                      cfg.model.llm.max_length)
+    fill_cache(cfg, model, ds.media_items())
+    evaluate(ckpt, split="test", out_dir=tmp_path / "cached", generate=False)
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["records"] for d in ("online", "cached"))
+    assert [r["pred"] for r in a] == [r["pred"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["scores"] == pytest.approx(rb["scores"], abs=1e-4)

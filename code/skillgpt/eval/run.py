@@ -6,7 +6,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import DataError, read_samples
+from skillgpt.data.media import sample_media
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.report import format_table, write_results
 from skillgpt.inference.assistant import SkillAssistant
@@ -23,16 +25,21 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
         raise ValueError(f"data.{split}: no file configured for split {split!r}")
     samples = read_samples(path)[:limit]
     root = Path(cfg.data.media_root) if cfg.data.media_root else Path(path).parent
+    items = [sample_media(s, root, cfg.data, f"{path}: sample {s.get('id', i)}") for i, s in enumerate(samples)]
+    features = open_features(cfg, assistant.model, [it for its in items for it in its], f"data.{split} ({path})")
     labels = list(cfg.eval.labels)
     records: list[dict[str, Any]] = []
     bs = cfg.eval.batch_size
     for start in tqdm(range(0, len(samples), bs), desc=f"eval {split}"):
-        chunk = samples[start : start + bs]
+        chunk, chunk_items = samples[start : start + bs], items[start : start + bs]
         for s in chunk:
             if "label" not in s or not any(s.get(k) for k in ("video", "image", "audio")):
                 raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and media (video/image/audio) "
                                 "for evaluation")
-        media = [assistant.load(s, root) for s in chunk]
+        if features is not None:  # cached encoder outputs, exactly what online encoding would give
+            media = [[(it.kind, features.lookup(it)) for it in its] for its in chunk_items]
+        else:
+            media = [assistant.load(s, root) for s in chunk]
         scores = assistant.label_scores(media, cfg.eval.question, labels)
         for s, item, row in zip(chunk, media, scores):
             answer = assistant.ask(cfg.eval.question, item, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
