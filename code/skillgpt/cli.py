@@ -11,7 +11,8 @@ def _make_sample_data(args: argparse.Namespace) -> None:
     from skillgpt.data.synthetic import make_sample_data
 
     per_level = {k: int(v) for k, v in (item.split("=") for item in args.per_level.split(","))}
-    summary = make_sample_data(args.out, seed=args.seed, per_level=per_level, workers=args.workers)
+    views = args.views.split(",") if args.views else None
+    summary = make_sample_data(args.out, seed=args.seed, per_level=per_level, workers=args.workers, views=views)
     print(json.dumps(summary, indent=2))
 
 
@@ -53,7 +54,8 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from skillgpt.eval.run import evaluate
 
-    evaluate(args.ckpt, split=args.split, out_dir=args.out, limit=args.limit, generate=not args.no_generate)
+    evaluate(args.ckpt, split=args.split, out_dir=args.out, limit=args.limit, generate=not args.no_generate,
+             overrides=args.overrides)
 
 
 def _infer(args: argparse.Namespace) -> None:
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-level", default="train=100,val=10,test=25", help="videos per level and split")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--views", default=None,
+                   help="also film each performance from static extra cameras, e.g. ego,exo1,exo2 (first = main video)")
     p.set_defaults(func=_make_sample_data)
 
     p = sub.add_parser("make-tiny-llm", help="build the tiny preset's LLM + BPE tokenizer from sample data")
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--no-generate", action="store_true", help="skip free-text generation (likelihood only)")
+    p.add_argument("overrides", nargs="*", help="key=value changes to the checkpoint's config, e.g. data.test=FILE "
+                   "eval.views=[ego,exo1,exo2] eval.view_groups.Exo=[exo1,exo2]")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("infer", help="answer a question about a video")

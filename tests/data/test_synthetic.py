@@ -230,3 +230,28 @@ def test_motion_reveals_level(honesty_set: dict[str, np.ndarray]) -> None:
     x = np.c_[np.sort(np.abs(disp - typical), 1), np.sort(diff, 1)]
     acc_lr, acc_nc = _logreg_cv(x, y), _centroid_cv(x, y)
     assert acc_lr >= 0.6 and acc_nc >= 0.5, (acc_lr, acc_nc)
+
+
+def test_extra_camera_views_film_the_same_performance(tmp_path: Path, small_runs) -> None:
+    from skillgpt.data.synthetic import camera_view
+
+    plain_root = small_runs[0]
+    root = tmp_path / "mv"
+    make_sample_data(root, seed=3, per_level={"val": 1}, workers=1, progress=False, views=["ego", "exo1", "exo2"])
+    samples = _load(root, "skill_val_views.json")
+    assert len(samples) == 4 and all(set(s["video"]) == {"ego", "exo1", "exo2"} for s in samples)
+    # adding views does not change the main videos or the single-view JSON
+    assert _load(root, "skill_val.json") == _load(plain_root, "skill_val.json")
+    meta = {v["id"]: v for v in _load(root, "metadata.json")["videos"]}
+    for s in samples:
+        ego = _frames(root / s["video"]["ego"])
+        assert np.array_equal(ego, _frames(plain_root / s["video"]["ego"]))
+        exo = [_frames(root / s["video"][v]) for v in ("exo1", "exo2")]
+        assert all(x.shape == ego.shape for x in exo) and not np.array_equal(exo[0], exo[1])
+        assert meta[s["id"]]["level"] == s["label"]
+    # the camera is a fixed per-frame remap: a still video stays still, motion stays motion
+    still = np.repeat(np.arange(64 * 64 * 3, dtype=np.uint8).reshape(1, 64, 64, 3), 3, axis=0)
+    moved = camera_view(still, {"zoom": 0.8, "offset": [3.0, 5.0], "mirror": True})
+    assert (moved[0] == moved[1]).all() and (moved[1] == moved[2]).all()
+    with pytest.raises(ValueError, match="views"):
+        make_sample_data(tmp_path / "bad", per_level={"val": 1}, views=["ego"], progress=False)

@@ -61,3 +61,27 @@ def test_infer_json_gives_label_probabilities_and_answer(trained_run, capsys) ->
     assert set(probs) == {"Novice", "Early Expert", "Intermediate Expert", "Late Expert"}
     assert abs(sum(probs.values()) - 1.0) < 1e-4 and out["label"] == max(probs, key=probs.get)
     assert isinstance(out["answer"], str) and out["question"] == "How skilled is this athlete?"
+
+
+def test_eval_scores_each_view_and_late_fuses(trained_run, tmp_path, capsys) -> None:
+    from skillgpt.data.synthetic import make_sample_data
+
+    data = tmp_path / "mv"
+    make_sample_data(data, seed=5, per_level={"test": 1}, views=["ego", "exo1", "exo2"], progress=False)
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(trained_run.stage_2), "--split", "test", "--out", str(out), "--no-generate",
+                 f"data.test={data}/skill_test_views.json", "eval.views=[ego,exo1,exo2]",
+                 "eval.view_groups.Exo=[exo1,exo2]", "eval.view_groups.EgoExo=[ego,exo1,exo2]"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("ego", "exo1", "exo2", "Exo (fused)", "EgoExo (fused)", "majority"):
+        assert row in printed
+    results = json.loads((out / "results.json").read_text())
+    view_top1 = results["summary"]["view_top1"]
+    assert set(view_top1["views"]) == {"ego", "exo1", "exo2"} and set(view_top1["fused"]) == {"Exo", "EgoExo"}
+    for rec in results["records"]:
+        probs = rec["view_probs"]
+        exo = [(a + b) / 2 for a, b in zip(probs["exo1"], probs["exo2"])]
+        assert rec["fused_probs"]["Exo"] == __import__("pytest").approx(exo)
+        assert rec["pred"] == rec["fused_preds"]["Exo"]  # the first group is the reported prediction
+    assert results["summary"]["top1"] == view_top1["fused"]["Exo"]
+    assert (out / "confusion.png").stat().st_size > 0

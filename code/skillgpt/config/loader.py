@@ -138,6 +138,9 @@ def _check_layer(layer: dict, source: str, cls: type = Config, prefix: str = "")
         elif get_origin(tp) is list:
             if not isinstance(value, list):
                 problems.append(f"{source}: {full}: expected a list, got {value!r}")
+        elif get_origin(tp) is dict:
+            if not isinstance(value, dict):
+                problems.append(f"{source}: {full}: expected a mapping, got {value!r}")
         elif isinstance(value, (dict, list)):
             problems.append(f"{source}: {full}: expected a single value, got {value!r}")
     return problems
@@ -399,10 +402,13 @@ def load_config(
     return _finalize(cfg, sources, str(stage_path))
 
 
-def load_resolved(path: PathLike) -> Config:
-    """Load a config written by `save_config` strictly against the schema (no base/preset merging)."""
+def load_resolved(path: PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Load a config written by `save_config` strictly against the schema (no base/preset merging),
+    then apply `key=value` overrides (e.g. another test file for `skillgpt eval`)."""
     source, sources = str(path), _Sources()
     cfg = _merge(OmegaConf.structured(Config), _read_yaml(Path(path), source), source, sources)
+    for key, value in parse_overrides(overrides):
+        cfg = _merge(cfg, _nest(key, value), CLI, sources)
     return _finalize(cfg, sources, source)
 
 

@@ -192,6 +192,11 @@ class EvalConfig:
     question: str = "<video> What is the proficiency level of this athlete?"
     max_new_tokens: int = 32
     batch_size: int = 8
+    # Ego-Exo4D protocol for a single-view model on multi-view samples: score each of `views` alone,
+    # then late-fuse by averaging the views' softmaxes per group (e.g. Exo: [exo1..exo4],
+    # Ego+Exo: [ego, exo1..exo4]). The first group (else the first view) gives the reported prediction.
+    views: list[str] = field(default_factory=list)
+    view_groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

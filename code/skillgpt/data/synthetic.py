@@ -172,16 +172,37 @@ def encode_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
             container.mux(packet)
 
 
+def camera_view(frames: np.ndarray, camera: dict[str, Any]) -> np.ndarray:
+    """Another camera on the same performance: a static zoomed, shifted and maybe mirrored crop,
+    resampled back to full size (nearest neighbour). Identical for every frame, so it adds no motion."""
+    size = frames.shape[1]
+    side = camera["zoom"] * size
+    idx = (camera["offset"][0] + np.arange(size) * side / size).astype(int).clip(0, size - 1)
+    jdx = (camera["offset"][1] + np.arange(size) * side / size).astype(int).clip(0, size - 1)
+    out = frames[:, idx][:, :, jdx]
+    return out[:, :, ::-1] if camera["mirror"] else out
+
+
+def sample_camera(rng: np.random.Generator, size: int) -> dict[str, Any]:
+    """A static camera drawn from a level-independent stream."""
+    zoom = float(rng.uniform(0.7, 0.9))
+    free = (1.0 - zoom) * size
+    return {"zoom": zoom, "offset": [float(rng.uniform(0, free)), float(rng.uniform(0, free))],
+            "mirror": bool(rng.integers(2))}
+
+
 def _render_job(job: dict[str, Any]) -> str:
-    """Worker: render one planned video and write its mp4."""
+    """Worker: render one planned video and write its mp4 (and one mp4 per extra camera view)."""
     frames = render_frames(job["scenario"], job["scene"], np.asarray(job["phases"]), job["size"])
     encode_mp4(frames, Path(job["path"]), job["fps"])
+    for path, camera in job.get("cameras", []):
+        encode_mp4(np.ascontiguousarray(camera_view(frames, camera)), Path(path), job["fps"])
     return job["id"]
 
 
 # --------------------------------------------------------------------------- planning
 def plan_split(split: str, n_per_level: int, seed: int, beats: int, num_frames: int,
-               fps: float) -> list[dict[str, Any]]:
+               fps: float, views: Optional[list[str]] = None, size: int = 64) -> list[dict[str, Any]]:
     """Balanced, shuffled plan: level x scenario round-robin, ids deterministic from the seed."""
     pairs = [(lvl, SCENARIOS[j % len(SCENARIOS)]) for lvl in PROFICIENCY_LEVELS for j in range(n_per_level)]
     order = _rng(seed, split, -1, 0).permutation(len(pairs))
@@ -194,10 +215,15 @@ def plan_split(split: str, n_per_level: int, seed: int, beats: int, num_frames: 
         phases = phase_track(flaws, TEMPO[scenario], scene["phase0"], num_frames, fps, motion)
         text = _rng(seed, split, k, 2)
         vid = f"syn{seed}_{split}_{k:04d}"
+        # the first view is the main video; every other view is a static camera on the same frames
+        cameras = {v: sample_camera(_rng(seed, split, k, 3 + i), size) for i, v in enumerate((views or [])[1:])}
         plan.append({"id": vid, "split": split, "video": f"videos/{split}/{vid}.mp4", "scenario": scenario,
                      "label": level, "flaws": flaws, "phases": phases.tolist(),
                      "caption": caption(scenario, flaws, beats, text),
-                     "feedback": feedback(scenario, flaws, beats, text), "scene": scene})
+                     "feedback": feedback(scenario, flaws, beats, text), "scene": scene,
+                     "views": {**({views[0]: f"videos/{split}/{vid}.mp4"} if views else {}),
+                               **{v: f"videos/{split}/{vid}_{v}.mp4" for v in cameras}},
+                     "cameras": cameras})
     return plan
 
 
@@ -246,13 +272,17 @@ def _split_counts(plan: list[dict[str, Any]]) -> dict[str, Any]:
 
 def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dict[str, int]] = None,
                      size: int = 64, fps: int = 8, beats: int = 8, workers: int = 2,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, views: Optional[list[str]] = None) -> dict[str, Any]:
     """Render the synthetic benchmark into ``out_dir`` and return counts per split/scenario/level.
 
     ``per_level`` maps split name to videos per level (default train 100, val 10, test 25). Writes
     ``videos/<split>/<id>.mp4``, ``captions_<split>.json``, ``skill_<split>.json`` and
-    ``metadata.json``; the same arguments (any ``workers``) give byte-identical output.
+    ``metadata.json``; the same arguments (any ``workers``) give byte-identical output. With ``views``
+    (e.g. ``["ego", "exo1", "exo2"]``) every performance is also filmed by one static camera per extra
+    view (``videos/<split>/<id>_<view>.mp4``) and ``skill_<split>_views.json`` holds view dicts.
     """
+    if views is not None and (len(views) < 2 or len(set(views)) != len(views)):
+        raise ValueError(f"views: need at least two distinct view names, got {views}")
     per_level = {k: int(v) for k, v in (DEFAULT_PER_LEVEL if per_level is None else per_level).items()}
     if seed < 0 or size < 16 or size % 2 or fps <= 0 or beats < 1:
         raise ValueError("need seed >= 0, an even size >= 16 (yuv420p), fps > 0 and beats >= 1")
@@ -262,14 +292,17 @@ def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dic
     # (start_i = i * (duration - clip) / num_clips) `beats` one-second clips then start exactly on the beats.
     duration_s = (beats + 1) * BEAT_S
     num_frames = int(round(duration_s * fps))
-    plans = {s: plan_split(s, n, seed, beats, num_frames, fps) for s, n in per_level.items()}
+    plans = {s: plan_split(s, n, seed, beats, num_frames, fps, views, size) for s, n in per_level.items()}
     _render_all([{"id": p["id"], "scenario": p["scenario"], "scene": p["scene"], "phases": p["phases"],
-                  "size": size, "fps": fps, "path": str(out / p["video"])}
+                  "size": size, "fps": fps, "path": str(out / p["video"]),
+                  "cameras": [(str(out / p["views"][v]), cam) for v, cam in p["cameras"].items()]}
                  for plan in plans.values() for p in plan], workers, progress)
     for split, plan in plans.items():
         _write_json(out / f"captions_{split}.json",
                     [{"id": p["id"], "video": p["video"], "caption": p["caption"]} for p in plan])
         _write_json(out / f"skill_{split}.json", [_skill_record(p) for p in plan])
+        if views:
+            _write_json(out / f"skill_{split}_views.json", [{**_skill_record(p), "video": p["views"]} for p in plan])
     generator = {
         "name": "skillgpt.data.synthetic", "version": 2, "seed": seed, "per_level": per_level, "size": size,
         "fps": fps, "duration_s": duration_s, "num_frames": num_frames, "beats": beats, "lead_out_beats": 1, "beat_s": BEAT_S,
@@ -277,7 +310,7 @@ def make_sample_data(out_dir: str | Path, seed: int = 0, per_level: Optional[dic
         "flawed_beats_per_level": {lvl: num_flawed(lvl, beats) for lvl in PROFICIENCY_LEVELS},
         "flaw_net_cycles": FLAW_NET, "stumble_slip_cycles": STUMBLE_SLIP,
         "flaw_window_s": {"start_in_beat": FLAW_WINDOW_S[0], "duration": FLAW_WINDOW_S[1]},
-        "tempo_jitter": JITTER, "codec": CODEC, "question": QUESTION,
+        "tempo_jitter": JITTER, "codec": CODEC, "question": QUESTION, "views": views,
     }
     videos = [_video_facts(p) for plan in plans.values() for p in plan]
     _write_json(out / "metadata.json", {"generator": generator, "videos": videos})

@@ -49,10 +49,21 @@ def format_confusion(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
     return _grid(rows)
 
 
+def format_views(summary: Mapping[str, Any]) -> str:
+    """Top-1 of each single view and each late-fused view group, beside the majority baseline."""
+    rows = [["views", "top-1", "majority"]]
+    base = _pct(summary.get("majority_baseline"))
+    for kind in ("views", "fused"):
+        for name, rate in summary["view_top1"][kind].items():
+            rows.append([name if kind == "views" else f"{name} (fused)", _pct(rate), base])
+    return _grid(rows)
+
+
 def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
-    """Full plain-text report: per-scenario metrics, then the confusion matrix."""
+    """Full plain-text report: per-view and fused top-1 (when scored), per-scenario metrics, confusion."""
     majority = summary.get("majority_label")
     parts = [
+        *([format_views(summary), ""] if summary.get("view_top1") else []),
         format_scenarios(summary),
         f"majority label: {majority if majority is not None else '-'}",
         "",

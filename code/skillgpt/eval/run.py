@@ -1,6 +1,7 @@
 """`skillgpt eval`: proficiency top-1 by label likelihood, generated-answer accuracy, reports."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,34 @@ from skillgpt.data.dataset import DataError, read_samples
 from skillgpt.data.media import sample_media
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.report import format_table, write_results
+from skillgpt.eval.views import view_accuracies, view_record
 from skillgpt.inference.assistant import SkillAssistant
 
 
+def _score_views(assistant: SkillAssistant, chunk: list[dict], root: Path, path: str) -> list[dict[str, Any]]:
+    """Ego-Exo4D protocol: every sample's `eval.views` scored one at a time, then late-fused."""
+    cfg = assistant.cfg
+    if cfg.data.views:
+        raise ValueError("eval.views scores one view at a time, but this model takes several views at once "
+                         f"(data.views={list(cfg.data.views)}); leave eval.views empty for it")
+    labels, views = list(cfg.eval.labels), list(cfg.eval.views)
+    per_view: list[dict[str, list[float]]] = [{} for _ in chunk]
+    for view in views:
+        media = []
+        for s in chunk:
+            if not isinstance(s.get("video"), dict) or view not in s["video"]:
+                raise DataError(f"{path}: sample {s.get('id', '?')} has no view {view!r} in 'video' (eval.views)")
+            media.append(assistant.load({"video": s["video"][view]}, root))
+        for row, scores in zip(per_view, assistant.label_scores(media, cfg.eval.question, labels)):
+            row[view] = scores.tolist()
+    return [view_record(scores, dict(cfg.eval.view_groups), labels) for scores in per_view]
+
+
 def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | None = None,
-             limit: int | None = None, generate: bool = True) -> dict[str, Any]:
-    """Score `data.<split>` of the checkpoint's config; write results.json and confusion files."""
-    assistant = SkillAssistant(ckpt)
+             limit: int | None = None, generate: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Score `data.<split>` of the checkpoint's config (plus `overrides`); write results.json and confusion
+    files. With `eval.views`, every view is scored alone and late-fused (`eval.view_groups`)."""
+    assistant = SkillAssistant(ckpt, overrides=overrides)
     cfg = assistant.cfg
     split = split or cfg.eval.split
     path = getattr(cfg.data, split, None)
@@ -25,7 +47,9 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
         raise ValueError(f"data.{split}: no file configured for split {split!r}")
     samples = read_samples(path)[:limit]
     root = Path(cfg.data.media_root) if cfg.data.media_root else Path(path).parent
-    items = [sample_media(s, root, cfg.data, f"{path}: sample {s.get('id', i)}") for i, s in enumerate(samples)]
+    by_view = bool(cfg.eval.views)
+    items = [] if by_view else [sample_media(s, root, cfg.data, f"{path}: sample {s.get('id', i)}")
+                                for i, s in enumerate(samples)]
     features = open_features(cfg, assistant.model, [it for its in items for it in its], f"data.{split} ({path})")
     labels = list(cfg.eval.labels)
     records: list[dict[str, Any]] = []
@@ -36,6 +60,14 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
             if "label" not in s or not any(s.get(k) for k in ("video", "image", "audio")):
                 raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and media (video/image/audio) "
                                 "for evaluation")
+        if by_view:
+            for s, rec in zip(chunk, _score_views(assistant, chunk, root, path)):
+                first = assistant.load({"video": s["video"][cfg.eval.views[0]]}, root)
+                answer = assistant.ask(cfg.eval.question, first, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
+                scores = [math.log(max(p, 1e-30)) for p in rec.pop("main_probs")]
+                records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")),
+                                "label": s["label"], "scores": scores, "generated": answer, **rec})
+            continue
         if features is not None:  # cached encoder outputs, exactly what online encoding would give
             media = [[(it.kind, features.lookup(it)) for it in its] for its in chunk_items]
         else:
@@ -48,6 +80,8 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
                 "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,
             })
     summary = summarize(records, labels)
+    if by_view:
+        summary["view_top1"] = view_accuracies(records)
     out = Path(out_dir) if out_dir else assistant.ckpt / f"eval_{split}"
     paths = write_results(summary, records, labels, out)
     print(format_table(summary, labels))
