@@ -129,7 +129,8 @@ def test_table_contains_scenarios_baseline_and_confusion() -> None:
 def test_write_results_files(tmp_path: Path) -> None:
     s = summarize(RECORDS, LABELS)
     paths = write_results(s, RECORDS, LABELS, tmp_path / "out")
-    assert set(paths) == {"results_json", "confusion_txt", "confusion_png"}
+    assert set(paths) == {"results_json", "confusion_txt", "confusion_png", "results_md"}
+    assert "| all |" in paths["results_md"].read_text()
     assert all(p.is_file() for p in paths.values())
     data = json.loads(paths["results_json"].read_text())
     assert data["summary"]["confusion"] == s["confusion"]
@@ -142,3 +143,8 @@ def test_write_results_files(tmp_path: Path) -> None:
 def test_png_for_empty_summary(tmp_path: Path) -> None:
     path = save_confusion_png(summarize([], LABELS), LABELS, tmp_path / "nested" / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generated_accuracy_is_undefined_when_generation_was_skipped() -> None:
+    records = [{**r, "generated": None} for r in RECORDS]
+    assert summarize(records, LABELS)["generated_accuracy"] is None

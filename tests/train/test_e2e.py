@@ -85,3 +85,29 @@ def test_eval_scores_each_view_and_late_fuses(trained_run, tmp_path, capsys) -> 
         assert rec["pred"] == rec["fused_preds"]["Exo"]  # the first group is the reported prediction
     assert results["summary"]["top1"] == view_top1["fused"]["Exo"]
     assert (out / "confusion.png").stat().st_size > 0
+
+
+def test_eval_multiple_choice_score_and_feedback_tasks(trained_run, tmp_path, capsys) -> None:
+    from skillgpt.config.schema import PROFICIENCY_LEVELS
+
+    data = trained_run.workspace.data
+    samples = json.loads((data / "skill_test.json").read_text())
+    mc = [{"id": s["id"], "video": str(data / s["video"]), "candidates": PROFICIENCY_LEVELS, "answer": s["label"],
+           "conversations": [{"from": "human", "value": "<video>\nWhich level is this?"}]} for s in samples]
+    aqa = [{"id": s["id"], "video": str(data / s["video"]), "score": float(i),
+            "conversations": [{"from": "human", "value": "<video>\nWhat score does this get?"}]}
+           for i, s in enumerate(samples)]
+    for name, rows in (("mc", mc), ("aqa", aqa)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+    ckpt = str(trained_run.stage_2)
+    for task, file, key in (("multiple_choice", tmp_path / "mc.json", "accuracy"),
+                            ("score", tmp_path / "aqa.json", "spearman_rho"),
+                            ("feedback", data / "skill_test.json", "bleu4")):
+        out = tmp_path / task
+        assert main(["eval", "--ckpt", ckpt, "--split", "test", "--out", str(out), f"data.test={file}",
+                     f"eval.task={task}", "eval.max_new_tokens=6"]) == 0
+        assert f"task: {task}" in capsys.readouterr().out
+        summary = json.loads((out / "results.json").read_text())["summary"]
+        assert summary["task"] == task and key in summary and (out / "results.md").is_file()
+        if task == "multiple_choice":
+            assert summary["n"] == 4 and 0.0 <= summary["accuracy"] <= 1.0

@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("auto", "fp32", "bf16"),
     "data.format": ("conversation", "caption"),
     "data.view_mode": ("fuse", "separate"),
+    "eval.task": ("proficiency", "multiple_choice", "score", "feedback"),
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
@@ -350,6 +351,8 @@ def _missing_keys(node: Union[DictConfig, ListConfig], prefix: str = "") -> list
 
 def _finalize(cfg: DictConfig, sources: _Sources, where: str) -> Config:
     """Missing-value check, conversion to the typed dataclass, then value validation."""
+    if cfg.data.mixture and OmegaConf.is_missing(cfg.data, "train"):
+        cfg.data.train = None  # the mixture's datasets are the training data
     missing = _missing_keys(cfg)
     if missing:
         raise ConfigError(

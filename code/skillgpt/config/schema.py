@@ -145,7 +145,7 @@ class FreezeConfig:
 
 @dataclass
 class DataConfig:
-    train: str = MISSING  # JSON file of samples
+    train: Optional[str] = MISSING  # JSON file of samples (may be left out when data.mixture is set)
     val: Optional[str] = None
     test: Optional[str] = None
     format: str = "conversation"  # conversation | caption
@@ -162,6 +162,8 @@ class DataConfig:
     view_mode: str = "fuse"  # fuse: one <video>, views fused by the projector | separate: one <video> per view
     feature_cache: Optional[str] = None  # folder of `skillgpt cache-features`; null = encode online
     feature_cache_mode: str = "auto"  # auto: use when complete, else encode online | require: refuse otherwise
+    catalog: Optional[str] = None  # YAML file naming datasets (e.g. config/datasets.yaml)
+    mixture: dict[str, float] = field(default_factory=dict)  # catalog name -> per-epoch weight (replaces train)
 
 
 @dataclass
@@ -192,6 +194,9 @@ class EvalConfig:
     question: str = "<video> What is the proficiency level of this athlete?"
     max_new_tokens: int = 32
     batch_size: int = 8
+    # proficiency (rank eval.labels) | multiple_choice (rank each sample's candidates) |
+    # score (AQA: number in the generated answer, Spearman rho) | feedback (last reply, BLEU-4/chrF)
+    task: str = "proficiency"
     # Ego-Exo4D protocol for a single-view model on multi-view samples: score each of `views` alone,
     # then late-fuse by averaging the views' softmaxes per group (e.g. Exo: [exo1..exo4],
     # Ego+Exo: [ego, exo1..exo4]). The first group (else the first view) gives the reported prediction.

@@ -82,14 +82,15 @@ def _group_stats(
     """n, top1, generated_accuracy, majority_baseline and mean_gold_prob of one group."""
     n = len(records)
     top1 = sum(r["pred"] == r["label"] for r in records)
-    gen = sum(generated_correct(r.get("generated") or "", r["label"], labels) for r in records)
+    generated = [r for r in records if r.get("generated") is not None]  # None: generation was skipped
+    gen = sum(generated_correct(r["generated"] or "", r["label"], labels) for r in generated)
     maj = sum(r["label"] == majority for r in records)
     index = {label: i for i, label in enumerate(labels)}
     gold_probs = [softmax(r["scores"])[index[r["label"]]] for r in records]
     return {
         "n": n,
         "top1": _rate(top1, n),
-        "generated_accuracy": _rate(gen, n),
+        "generated_accuracy": _rate(gen, len(generated)),
         "majority_baseline": _rate(maj, n),
         "mean_gold_prob": sum(gold_probs) / n if n else None,
     }

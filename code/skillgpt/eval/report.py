@@ -128,5 +128,37 @@ def write_results(
     payload = {"labels": list(labels), "summary": summary, "records": list(records)}
     paths["results_json"].write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     paths["confusion_txt"].write_text(format_table(summary, labels), encoding="utf-8")
+    rows = [["scenario", "n"] + [t for _, t in RATE_COLUMNS]]
+    for name, stats in list(summary["per_scenario"].items()) + [("all", summary)]:
+        rows.append([name, str(stats["n"])] + [_pct(stats.get(k)) for k, _ in RATE_COLUMNS])
+    if summary.get("view_top1"):
+        rows += [[f"{n} ({kind})", "", _pct(r), _pct(summary.get("majority_baseline")), "", ""]
+                 for kind in ("views", "fused") for n, r in summary["view_top1"][kind].items()]
+    paths["results_md"] = out / "results.md"
+    paths["results_md"].write_text(markdown_table(rows) + "\n", encoding="utf-8")
     save_confusion_png(summary, labels, paths["confusion_png"])
     return paths
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (first = header) as a GitHub Markdown table."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def format_task(summary: Mapping[str, Any]) -> str:
+    """A one-row Markdown table of a non-proficiency task's metrics (rates as %, others as numbers)."""
+    keys = [k for k in summary if k != "task"]
+    cell = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    return f"task: {summary['task']}\n" + markdown_table([keys, [cell(summary[k]) for k in keys]])
+
+
+def write_task_results(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> Path:
+    """results.json (summary + records) and results.md (the summary table) in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"summary": summary, "records": list(records)}
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(format_task(summary) + "\n", encoding="utf-8")
+    return out / "results.json"

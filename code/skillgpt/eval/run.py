@@ -12,6 +12,8 @@ from skillgpt.data.dataset import DataError, read_samples
 from skillgpt.data.media import sample_media
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.report import format_table, write_results
+from skillgpt.eval.report import format_task, write_task_results
+from skillgpt.eval.tasks import run_task
 from skillgpt.eval.views import view_accuracies, view_record
 from skillgpt.inference.assistant import SkillAssistant
 
@@ -47,6 +49,12 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
         raise ValueError(f"data.{split}: no file configured for split {split!r}")
     samples = read_samples(path)[:limit]
     root = Path(cfg.data.media_root) if cfg.data.media_root else Path(path).parent
+    out = Path(out_dir) if out_dir else assistant.ckpt / f"eval_{split}"
+    if cfg.eval.task != "proficiency":
+        summary, records = run_task(assistant, samples, root, str(path), generate)
+        print(format_task(summary))
+        print(f"results: {write_task_results(summary, records, out)}")
+        return summary
     by_view = bool(cfg.eval.views)
     items = [] if by_view else [sample_media(s, root, cfg.data, f"{path}: sample {s.get('id', i)}")
                                 for i, s in enumerate(samples)]
@@ -63,7 +71,7 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
         if by_view:
             for s, rec in zip(chunk, _score_views(assistant, chunk, root, path)):
                 first = assistant.load({"video": s["video"][cfg.eval.views[0]]}, root)
-                answer = assistant.ask(cfg.eval.question, first, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
+                answer = assistant.ask(cfg.eval.question, first, max_new_tokens=cfg.eval.max_new_tokens) if generate else None
                 scores = [math.log(max(p, 1e-30)) for p in rec.pop("main_probs")]
                 records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")),
                                 "label": s["label"], "scores": scores, "generated": answer, **rec})
@@ -74,7 +82,7 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
             media = [assistant.load(s, root) for s in chunk]
         scores = assistant.label_scores(media, cfg.eval.question, labels)
         for s, item, row in zip(chunk, media, scores):
-            answer = assistant.ask(cfg.eval.question, item, max_new_tokens=cfg.eval.max_new_tokens) if generate else ""
+            answer = assistant.ask(cfg.eval.question, item, max_new_tokens=cfg.eval.max_new_tokens) if generate else None
             records.append({
                 "id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
                 "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,
@@ -82,7 +90,6 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
     summary = summarize(records, labels)
     if by_view:
         summary["view_top1"] = view_accuracies(records)
-    out = Path(out_dir) if out_dir else assistant.ckpt / f"eval_{split}"
     paths = write_results(summary, records, labels, out)
     print(format_table(summary, labels))
     print(f"results: {paths['results_json']}")

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
 from skillgpt.checkpoint.resume import TrainerState, load_resume_state, save_checkpoint
 from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.data.cached_features import open_features
-from skillgpt.data.dataset import SkillDataset, collate
+from skillgpt.data.dataset import collate
 from skillgpt.data.media import media_to
+from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.models.build import build_model
 from skillgpt.train.ds_config import make_deepspeed_config
 from skillgpt.train.schedule import warmup_cosine
@@ -47,11 +48,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+def epoch_indices(dataset: Dataset, seed: int, epoch: int, rank: int, world: int) -> list[int]:
     """This rank's shuffled sample order for an epoch; depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    per_rank = n // world
+    if isinstance(dataset, MixtureDataset):
+        order = dataset.epoch_order(seed, epoch)
+    else:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(dataset), generator=g).tolist()
+    per_rank = len(order) // world
     return order[rank * per_rank : (rank + 1) * per_rank]
 
 
@@ -85,17 +89,15 @@ def train(cfg: Config) -> Path:
         save_config(cfg, run_dir / "config.yaml")
 
     model, tokenizer = build_model(cfg)
-    dataset = SkillDataset(
-        cfg.data.train, cfg.data, tokenizer, cfg.model.llm.template,
-        model.placeholder_tokens(), cfg.model.llm.max_length,
-    )
-    dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train})")
+    dataset = build_train_dataset(cfg, tokenizer, model.placeholder_tokens())
+    dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train or 'mixture'})")
     tc = cfg.train
-    micro_per_epoch = len(dataset) // world // tc.micro_batch_size
+    epoch_size = dataset.epoch_size() if isinstance(dataset, MixtureDataset) else len(dataset)
+    micro_per_epoch = epoch_size // world // tc.micro_batch_size
     steps_per_epoch = micro_per_epoch // tc.grad_accum
     if steps_per_epoch == 0:
         raise ValueError(
-            f"data.train: {len(dataset)} samples is less than one optimizer step "
+            f"data.train: {epoch_size} samples per epoch is less than one optimizer step "
             f"(micro_batch_size {tc.micro_batch_size} x grad_accum {tc.grad_accum} x {world} processes)"
         )
     total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * steps_per_epoch
@@ -120,7 +122,7 @@ def train(cfg: Config) -> Path:
     bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
     saved_at = state.global_step if previous else -1
     while state.global_step < total_steps:
-        order = epoch_indices(len(dataset), tc.seed, state.epoch, rank, world)
+        order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
         order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
         loader = DataLoader(
             dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
