@@ -71,12 +71,23 @@ def _infer(args: argparse.Namespace) -> None:
     if args.audio:
         record["audio"] = args.audio
     media = assistant.load(record) if record else None
-    answer = assistant.ask(args.question, media, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p)
+    gen = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    context: list = []
+    if args.self_questions > 0:
+        from skillgpt.inference.self_questioning import ask_with_self_questions
+
+        if not media:
+            raise ValueError("--self-questions needs media (--video / --image / --audio) to ask about")
+        answer, context = ask_with_self_questions(assistant, args.question, media, args.self_questions, **gen)
+        if not args.json:
+            for turn in context:
+                print(f"[self-{'Q' if turn['from'] == 'human' else 'A'}] {turn['value'].strip()}")
+    else:
+        answer = assistant.ask(args.question, media, **gen)
     if not args.json:
         print(answer)
         return
-    out: dict = {"question": args.question, "answer": answer}
+    out: dict = {"question": args.question, "answer": answer, **({"self_questions": context} if context else {})}
     if media:
         probs = assistant.rate(media)
         out.update(label=max(probs, key=probs.get), probabilities=probs)
@@ -159,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print label, level probabilities and answer as JSON")
+    p.add_argument("--self-questions", type=int, default=0,
+                   help="first ask and answer N questions about the media (needs a vicuna_v1_sq-trained model)")
     p.set_defaults(func=_infer)
 
     p = sub.add_parser("cache-features", help="run the frozen encoders once over a dataset and store the features")

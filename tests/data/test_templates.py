@@ -335,3 +335,20 @@ def test_stop_strings_and_trim_reply(tok: PreTrainedTokenizerFast, chatml: PreTr
     assert trim_reply("vicuna_v0", " Late Expert\n### Human: more", tok) == "Late Expert"
     assert trim_reply("chat_template", "Novice<|im_end|>\n<|im_start|>", chatml) == "Novice"
     assert trim_reply("vicuna_v1", " Novice", tok) == "Novice"
+
+
+def test_self_questioning_template_also_supervises_the_questions(tok: PreTrainedTokenizerFast) -> None:
+    msgs = conv("<video>\nWhat is the level?", "Novice", "What should improve?", "Keep the rhythm.")
+    plain = tokenize_conversation(msgs, tok, "vicuna_v1", {"<video>": 3}, BIG)
+    sq = tokenize_conversation(msgs, tok, "vicuna_v1_sq", {"<video>": 3}, BIG)
+    assert sq["input_ids"] == plain["input_ids"]  # same text; only the supervision differs
+    runs = [tok.decode(r, skip_special_tokens=False).strip() for r in supervised_runs(sq)]
+    # question (after the placeholder) + the assistant prefix that closes it, then the reply, and so on
+    assert runs == ["What is the level? ASSISTANT: Novice</s>", "What should improve? ASSISTANT: Keep the rhythm.</s>"]
+    assert all(lab == IGNORE_INDEX for tid, lab in zip(sq["input_ids"], sq["labels"]) if tid < 0)
+    # question prompt: the conversation so far with an open user turn, no assistant prefix after it
+    opened = tokenize_conversation(conv("<video>\n"), tok, "vicuna_v1_sq", {"<video>": 3}, BIG, question_prompt=True)
+    text = tok.decode([i for i in opened["input_ids"] if i >= 0], skip_special_tokens=False)
+    assert text.rstrip().endswith("USER:") and "ASSISTANT" not in text
+    with pytest.raises(ValueError, match="does not learn to ask questions"):
+        tokenize_conversation(conv("<video>\n"), tok, "vicuna_v1", {"<video>": 3}, BIG, question_prompt=True)

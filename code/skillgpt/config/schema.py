@@ -197,6 +197,7 @@ class EvalConfig:
     # proficiency (rank eval.labels) | multiple_choice (rank each sample's candidates) |
     # score (AQA: number in the generated answer, Spearman rho) | feedback (last reply, BLEU-4/chrF)
     task: str = "proficiency"
+    self_questions: int = 0  # proficiency: first let the model ask and answer N questions (vicuna_v1_sq)
     # Ego-Exo4D protocol for a single-view model on multi-view samples: score each of `views` alone,
     # then late-fuse by averaging the views' softmaxes per group (e.g. Exo: [exo1..exo4],
     # Ego+Exo: [ego, exo1..exo4]). The first group (else the first view) gives the reported prediction.

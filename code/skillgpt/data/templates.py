@@ -127,6 +127,15 @@ class ConversationTemplate(ABC):
     def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         """Strings that end an assistant reply during generation."""
 
+    def render_question_prompt(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[Span]]:
+        """Self-questioning: the conversation so far, ending with an open user turn for the model to
+        continue with a question. Only templates trained with supervised questions can do this."""
+        raise ValueError(f"template {self.name!r} does not learn to ask questions; use vicuna_v1_sq")
+
+    def question_stops(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        """Strings that end a generated question."""
+        return []
+
 
 @dataclass
 class SeparatorTemplate(ConversationTemplate):
@@ -142,13 +151,14 @@ class SeparatorTemplate(ConversationTemplate):
     terminator: str
     stops: tuple[str, ...]
     add_bos: bool = True
+    # Self-questioning (SQ-LLaVA): the user's questions are supervised too (the text after the last
+    # placeholder of a turn, and the assistant prefix that ends it), so the model learns to ask.
+    supervise_questions: bool = False
 
     def _fill(self, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
         return text.replace("{eos}", _eos(tokenizer, self.name)) if "{eos}" in text else text
 
-    def render_messages(
-        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
-    ) -> tuple[str, list[Span]]:
+    def _render(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, open_last: bool) -> tuple[str, list[Span]]:
         system, turns = _split_system(messages, self.system)
         out = _Builder()
         if system:
@@ -156,11 +166,31 @@ class SeparatorTemplate(ConversationTemplate):
         terminator = self._fill(self.terminator, tokenizer)
         for i, msg in enumerate(turns):
             if msg["role"] == "user":
-                prefix = self.first_user_prefix if i == 0 else self.user_prefix
-                out.add(prefix + msg["content"] + self.assistant_prefix)
+                out.add(self.first_user_prefix if i == 0 else self.user_prefix)
+                media = [m.end() for m in _PLACEHOLDER_RE.finditer(msg["content"])]
+                cut = media[-1] if media else 0
+                out.add(msg["content"][:cut])
+                if open_last and i == len(turns) - 1:
+                    out.add(msg["content"][cut:])
+                    break
+                out.add(msg["content"][cut:], supervised=self.supervise_questions)
+                out.add(self.assistant_prefix, supervised=self.supervise_questions)
             else:
                 out.add(" " + msg["content"] + terminator, supervised=True)
         return out.result()
+
+    def render_messages(
+        self, messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool
+    ) -> tuple[str, list[Span]]:
+        return self._render(messages, tokenizer, open_last=False)
+
+    def render_question_prompt(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[Span]]:
+        if not self.supervise_questions:
+            return super().render_question_prompt(messages, tokenizer)
+        return self._render(messages, tokenizer, open_last=True)
+
+    def question_stops(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return [self.assistant_prefix.strip(), *self.stop_strings(tokenizer)]
 
     def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         return [self._fill(s, tokenizer) for s in self.stops]
@@ -279,6 +309,19 @@ register_template(
         stops=("{eos}", "USER:"),
     )
 )
+register_template(
+    SeparatorTemplate(  # SQ-LLaVA: vicuna_v1 whose user questions are supervised as well
+        name="vicuna_v1_sq",
+        system=VICUNA_V1_SYSTEM,
+        system_sep=" ",
+        first_user_prefix="USER: ",
+        user_prefix="USER: ",
+        assistant_prefix=" ASSISTANT:",
+        terminator="{eos}",
+        stops=("{eos}", "USER:"),
+        supervise_questions=True,
+    )
+)
 register_template(Llama2Template())
 register_template(ChatTemplate())
 
@@ -339,6 +382,7 @@ def tokenize_conversation(
     max_length: int,
     add_generation_prompt: bool = False,
     sample_id: str = "?",
+    question_prompt: bool = False,
 ) -> dict[str, list[int]]:
     """Token ids and labels (-100 outside supervised spans) with placeholders expanded.
 
@@ -354,7 +398,12 @@ def tokenize_conversation(
         found = _PLACEHOLDER_RE.search(msg["content"]) if msg["role"] == "assistant" else None
         if found:
             raise ValueError(f"sample {sample_id}: assistant turn {i} contains the placeholder {found.group()}")
-    text, spans = render(tpl, msgs, tokenizer, add_generation_prompt)
+    if question_prompt:  # self-questioning: the last user turn is left open for a generated question
+        if msgs[-1]["role"] != "user":
+            raise ValueError("question_prompt=True needs a conversation whose last turn is the human/user's")
+        text, spans = tpl.render_question_prompt(msgs, tokenizer)
+    else:
+        text, spans = render(tpl, msgs, tokenizer, add_generation_prompt)
     matches = list(_PLACEHOLDER_RE.finditer(text))
     for ph in sorted({m.group() for m in matches}):
         count = visual_tokens.get(ph)

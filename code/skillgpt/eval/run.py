@@ -15,6 +15,7 @@ from skillgpt.eval.report import format_table, write_results
 from skillgpt.eval.report import format_task, write_task_results
 from skillgpt.eval.tasks import run_task
 from skillgpt.eval.views import view_accuracies, view_record
+from skillgpt.inference.self_questioning import label_scores_in_context, self_questioning_context
 from skillgpt.inference.assistant import SkillAssistant
 
 
@@ -75,6 +76,19 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
                 scores = [math.log(max(p, 1e-30)) for p in rec.pop("main_probs")]
                 records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")),
                                 "label": s["label"], "scores": scores, "generated": answer, **rec})
+            continue
+        if cfg.eval.self_questions > 0:
+            for s in chunk:
+                media = assistant.load(s, root)
+                context = self_questioning_context(assistant, media, cfg.eval.self_questions, cfg.eval.max_new_tokens)
+                row = label_scores_in_context(assistant, context, media, cfg.eval.question, labels)
+                answer = None
+                if generate:
+                    follow_up = {"from": "human", "value": cfg.eval.question.replace("<video>", "").strip()}
+                    answer = assistant.reply(context + [follow_up], media, max_new_tokens=cfg.eval.max_new_tokens)
+                records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
+                                "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,
+                                "self_questions": context})
             continue
         if features is not None:  # cached encoder outputs, exactly what online encoding would give
             media = [[(it.kind, features.lookup(it)) for it in its] for its in chunk_items]
