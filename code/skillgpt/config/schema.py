@@ -144,6 +144,16 @@ class FreezeConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-only augmentation, seeded by (train.seed, epoch, sample); never applied in eval."""
+
+    enabled: bool = False
+    temporal_jitter: float = 0.0  # each clip start moves by up to +-this fraction of clip_duration
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random resized crop area range
+    hflip_scenarios: list[str] = field(default_factory=list)  # scenarios that may be mirrored ("*" = all)
+
+
+@dataclass
 class DataConfig:
     train: Optional[str] = MISSING  # JSON file of samples (may be left out when data.mixture is set)
     val: Optional[str] = None
@@ -162,6 +172,8 @@ class DataConfig:
     view_mode: str = "fuse"  # fuse: one <video>, views fused by the projector | separate: one <video> per view
     feature_cache: Optional[str] = None  # folder of `skillgpt cache-features`; null = encode online
     feature_cache_mode: str = "auto"  # auto: use when complete, else encode online | require: refuse otherwise
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    group_by_length: bool = False  # batches of similar length (and the same media kinds) within mega-batches
     catalog: Optional[str] = None  # YAML file naming datasets (e.g. config/datasets.yaml)
     mixture: dict[str, float] = field(default_factory=dict)  # catalog name -> per-epoch weight (replaces train)
 

@@ -68,6 +68,12 @@ def open_features(cfg: Config, model: nn.Module, items: list[MediaItem], where: 
     auto, with a warning saying why) or CacheError (mode require)."""
     if not cfg.data.feature_cache:
         return None
+    if cfg.data.augment.enabled:
+        problem = "data.augment is enabled: augmented clips have no cached features"
+        if cfg.data.feature_cache_mode == "require":
+            raise CacheError(f"data.feature_cache_mode=require: {problem}")
+        warnings.warn(f"feature cache not used, encoding online: {problem}", stacklevel=2)
+        return None
     cache = FeatureCache(cfg.data.feature_cache, feature_signature(cfg, model))
     features = CachedFeatures(cache)
     try:

@@ -11,7 +11,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from skillgpt.config.schema import DataConfig
+from skillgpt.config.schema import AugmentConfig, DataConfig
+from skillgpt.data.augment import AugmentParams, apply_spatial, draw_params, sample_generator
 from skillgpt.data.templates import count_placeholders, get_template, tokenize_conversation
 from skillgpt.data.media import (
     PLACEHOLDER_OF, DataError, MediaItem, Payload, collate_media, expand_view_placeholders, load_media,
@@ -53,6 +54,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     media: list[MediaItem]
+    scenario: Optional[str] = None
 
 
 class SkillDataset(Dataset):
@@ -97,24 +99,39 @@ class SkillDataset(Dataset):
                                     f"but {n_media} {kind}(s)")
             tok = tokenize_conversation(turns, tokenizer, template, placeholder_tokens, max_length,
                                         sample_id=f"{self.path}:{sid}")
-            self.examples.append(Example(sid, tok["input_ids"], tok["labels"], items))
+            self.examples.append(Example(sid, tok["input_ids"], tok["labels"], items, rec.get("scenario")))
         if missing:
             shown = "\n  ".join(missing[:10])
             raise DataError(f"{self.path}: {len(missing)} media file(s) not found:\n  {shown}")
         self.features = features
+        self.augment: Optional[AugmentConfig] = None  # set by training (never in eval); see set_epoch
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Augmented samples depend on (seed, epoch, index) only, so resumed runs see the same ones."""
+        self.epoch, self.seed = epoch, seed
+
+    def group_keys(self) -> list[tuple]:
+        """(media kinds, length) per sample, for length-grouped batching."""
+        return [(tuple(it.kind for it in ex.media), len(ex.input_ids)) for ex in self.examples]
 
     def media_items(self) -> list[MediaItem]:
         """Every media item of the split (for `skillgpt cache-features`)."""
         return [it for ex in self.examples for it in ex.media]
 
-    def _payload(self, item: MediaItem) -> Payload:
+    def _payload(self, item: MediaItem, params: Optional[AugmentParams] = None) -> Payload:
         if self.features is not None:
             return self.features.lookup(item)
-        pixels = self._media_cache.get(item)
-        if pixels is None:
-            pixels = load_media(item, self.cfg)
-            if self.cfg.cache_videos:
-                self._media_cache[item] = pixels
+        if params is not None and params.start_shifts is not None and item.kind == "video":
+            pixels = load_media(item, self.cfg, params.start_shifts)  # jittered clips are never cached
+        else:
+            pixels = self._media_cache.get(item)
+            if pixels is None:
+                pixels = load_media(item, self.cfg)
+                if self.cfg.cache_videos:
+                    self._media_cache[item] = pixels
+        if params is not None and item.kind in ("video", "image"):
+            pixels = apply_spatial(pixels, params)
         return pixels
 
     def __len__(self) -> int:
@@ -122,7 +139,11 @@ class SkillDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ex = self.examples[index]
-        media = [(it.kind, self._payload(it)) for it in ex.media]
+        params: list[Optional[AugmentParams]] = [None] * len(ex.media)
+        if self.augment is not None and self.augment.enabled:
+            g = sample_generator(self.seed, self.epoch, index)
+            params = [draw_params(self.augment, self.cfg.video, ex.scenario, g) for _ in ex.media]
+        media = [(it.kind, self._payload(it, p)) for it, p in zip(ex.media, params)]
         return {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "media": media}
 
 

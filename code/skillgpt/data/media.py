@@ -100,11 +100,12 @@ def load_image(path: Path, cfg: DataConfig) -> Tensor:
     return pixels.unsqueeze(1).expand(-1, v.frames_per_clip, -1, -1).unsqueeze(0).contiguous()
 
 
-def load_media(item: MediaItem, cfg: DataConfig) -> Tensor:
+def load_media(item: MediaItem, cfg: DataConfig, start_shifts: Optional[list[float]] = None) -> Tensor:
     """Pixels (or log-mel clips) of one item: video [S, C, T, H, W] (fused views: [V, S, C, T, H, W]),
-    image [1, C, T, H, W], audio [S, 1, mel, frames]."""
+    image [1, C, T, H, W], audio [S, 1, mel, frames]. `start_shifts` jitters video clip starts (all
+    views alike: the cameras are synchronised)."""
     if item.kind == "video":
-        clips = [load_video(p, cfg.video) for p in item.paths]
+        clips = [load_video(p, cfg.video, start_shifts=start_shifts) for p in item.paths]
         return torch.stack(clips) if item.fused else clips[0]
     if item.kind == "image":
         return load_image(item.paths[0], cfg)

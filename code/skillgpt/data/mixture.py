@@ -76,6 +76,22 @@ class MixtureDataset(ConcatDataset):
         for part in self.datasets:
             part.features = value
 
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch, seed)
+
+    @property
+    def augment(self) -> Any:
+        return self.datasets[0].augment
+
+    @augment.setter
+    def augment(self, value: Any) -> None:
+        for part in self.datasets:
+            part.augment = value
+
+    def group_keys(self) -> list[tuple]:
+        return [k for part in self.datasets for k in part.group_keys()]
+
     def media_items(self) -> list:
         return [it for part in self.datasets for it in part.media_items()]
 

@@ -47,13 +47,16 @@ def clip_starts(num_frames: int, fps: float, cfg: VideoConfig) -> list[Fraction]
     return starts
 
 
-def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig) -> list[list[int]]:
+def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig,
+                         start_shifts: list[float] | None = None) -> list[list[int]]:
     """Frame indices for each clip: ``cfg.num_clips`` lists of ``cfg.frames_per_clip`` indices.
 
     A clip covers frames ``[ceil(fps * start), ceil(fps * (start + clip_duration)))`` clamped to the
     video (a video shorter than a clip yields the whole video); inside it frames are picked with
     ``floor(linspace(0, t - 1, frames_per_clip))`` so the first and last frames are included.
     Arithmetic is exact (fractions), so frame boundaries do not suffer from float rounding.
+    ``start_shifts`` (training augmentation: temporal jitter) moves each clip's start by that many
+    seconds, clamped so the clip stays inside the video.
     """
     if num_frames <= 0:
         raise ValueError(f"video has no frames (num_frames={num_frames})")
@@ -68,7 +71,12 @@ def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig) -> list[
     length = Fraction(cfg.clip_duration)
     n = cfg.frames_per_clip
     clips: list[list[int]] = []
-    for start in clip_starts(num_frames, fps, cfg):
+    starts = clip_starts(num_frames, fps, cfg)
+    if start_shifts is not None:
+        latest = max(Fraction(num_frames) / rate - length, Fraction(0))
+        starts = [min(max(st + Fraction(sh).limit_denominator(10_000), Fraction(0)), latest)
+                  for st, sh in zip(starts, start_shifts)]
+    for start in starts:
         first = min(math.ceil(rate * start), num_frames - 1)
         end = min(math.ceil(rate * (start + length)), num_frames)
         count = max(end - first, 1)  # a clip shorter than one frame period still gets its first frame
@@ -112,7 +120,8 @@ def _open(path: Path, num_threads: int):
         raise MediaError(f"{path}: cannot be opened as a video (expected a decodable video file): {err}") from err
 
 
-def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1) -> torch.Tensor:
+def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
+               start_shifts: list[float] | None = None) -> torch.Tensor:
     """Decode and preprocess a video into float32 ``[num_clips * num_crops, 3, frames_per_clip, R, R]``.
 
     Rows are clip-major: clip 0 crop 0, clip 0 crop 1, ..., clip 1 crop 0, ...
@@ -126,7 +135,7 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1) 
     fps = float(reader.get_avg_fps())
     if not (fps > 0 and math.isfinite(fps)):
         raise MediaError(f"{path}: video reports frame rate {fps} (expected a positive frame rate)")
-    clips = sample_frame_indices(num_frames, fps, cfg)
+    clips = sample_frame_indices(num_frames, fps, cfg, start_shifts)
     wanted = sorted({i for clip in clips for i in clip})
     try:
         batch = reader.get_batch(wanted).asnumpy()  # [F, H, W, 3] uint8

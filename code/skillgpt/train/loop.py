@@ -21,6 +21,7 @@ from skillgpt.checkpoint.resume import TrainerState, load_resume_state, save_che
 from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import collate
+from skillgpt.data.augment import length_grouped
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.models.build import build_model
@@ -91,6 +92,7 @@ def train(cfg: Config) -> Path:
     model, tokenizer = build_model(cfg)
     dataset = build_train_dataset(cfg, tokenizer, model.placeholder_tokens())
     dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train or 'mixture'})")
+    dataset.augment = cfg.data.augment if cfg.data.augment.enabled else None
     tc = cfg.train
     epoch_size = dataset.epoch_size() if isinstance(dataset, MixtureDataset) else len(dataset)
     micro_per_epoch = epoch_size // world // tc.micro_batch_size
@@ -123,6 +125,9 @@ def train(cfg: Config) -> Path:
     saved_at = state.global_step if previous else -1
     while state.global_step < total_steps:
         order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
+        if cfg.data.group_by_length:
+            order = length_grouped(order, dataset.group_keys(), tc.micro_batch_size)
+        dataset.set_epoch(state.epoch, tc.seed)
         order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
         loader = DataLoader(
             dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
