@@ -348,7 +348,13 @@ def test_self_questioning_template_also_supervises_the_questions(tok: PreTrained
     assert all(lab == IGNORE_INDEX for tid, lab in zip(sq["input_ids"], sq["labels"]) if tid < 0)
     # question prompt: the conversation so far with an open user turn, no assistant prefix after it
     opened = tokenize_conversation(conv("<video>\n"), tok, "vicuna_v1_sq", {"<video>": 3}, BIG, question_prompt=True)
+    # ends right after the placeholder (the "\n" is left for the model to write, as in training)
+    assert opened["input_ids"][-3:] == [PLACEHOLDERS["<video>"]] * 3
     text = tok.decode([i for i in opened["input_ids"] if i >= 0], skip_special_tokens=False)
     assert text.rstrip().endswith("USER:") and "ASSISTANT" not in text
+    later = conv("<video>\nLevel?", "Novice", "")
+    text = tok.decode(tokenize_conversation(later, tok, "vicuna_v1_sq", {"<video>": 3}, BIG, question_prompt=True)
+                      ["input_ids"][-4:], skip_special_tokens=False)
+    assert text.endswith("</s>USER:")  # no trailing space: the model generates " What ..." itself
     with pytest.raises(ValueError, match="does not learn to ask questions"):
         tokenize_conversation(conv("<video>\n"), tok, "vicuna_v1", {"<video>": 3}, BIG, question_prompt=True)

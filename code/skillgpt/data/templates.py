@@ -171,8 +171,10 @@ class SeparatorTemplate(ConversationTemplate):
                 cut = media[-1] if media else 0
                 out.add(msg["content"][:cut])
                 if open_last and i == len(turns) - 1:
+                    # end where a token boundary was in training: the model generates the whitespace itself
                     out.add(msg["content"][cut:])
-                    break
+                    text, spans = out.result()
+                    return text.rstrip(), spans
                 out.add(msg["content"][cut:], supervised=self.supervise_questions)
                 out.add(self.assistant_prefix, supervised=self.supervise_questions)
             else:

@@ -39,8 +39,9 @@ def self_questioning_context(assistant: Any, media: list, n: int, max_new_tokens
     """N self-asked questions with the model's own answers; the first question carries the placeholders."""
     turns: list[Turn] = []
     for k in range(n):
-        opener = (assistant.with_placeholders("", media).strip() + "\n") if k == 0 else ""
-        question = opener + ask_question(assistant, turns + [{"from": "human", "value": opener}], media, max_new_tokens)
+        opener = assistant.with_placeholders("", media).strip() if k == 0 else ""
+        asked = ask_question(assistant, turns + [{"from": "human", "value": opener}], media, max_new_tokens)
+        question = f"{opener}\n{asked}" if opener else asked
         answer = assistant.reply(turns + [{"from": "human", "value": question}], media, max_new_tokens=max_new_tokens)
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     return turns

@@ -1,8 +1,52 @@
-"""`skillgpt demo` and `skillgpt chat`: argument parsing for the serving commands."""
+"""`skillgpt demo` and `skillgpt chat`: argument parsing for the serving commands.
+
+Gradio and the model are imported inside the command functions only, so `skillgpt --help` stays fast.
+"""
 from __future__ import annotations
 
 import argparse
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from skillgpt.serve.demo import main
+
+    main(args)
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from skillgpt.serve.chat import run_chat
+
+    status = run_chat(args.ckpt, args.video, device=args.device, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_p=args.top_p)
+    if status:
+        raise SystemExit(status)
+
+
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     """Register the serving subcommands on the `skillgpt` parser."""
+    # Defaults of `demo` live in skillgpt.serve.demo.ServeConfig (None here = keep that default); the
+    # help texts state them without importing gradio.
+    p = sub.add_parser("demo", help="serve a Gradio web demo: skill rating, coaching feedback, chat about a clip")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")
+    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", default=None,
+                   help="also create a public gradio.live link (off by default)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="requests processed at once per action; others wait in the queue (default 2)")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload (default 50)")
+    p.add_argument("--max-duration-s", type=float, default=None, help="longest accepted clip (default 300)")
+    p.add_argument("--examples", default=None,
+                   help="folder of example clips (default: the videos of the checkpoint's data.test, if present)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="initial max-new-tokens setting (default 128)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("chat", help="chat about a clip in the terminal (/video PATH, /rate, /reset, /quit)")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")
+    p.add_argument("--video", default=None, help="clip to start with (or /video PATH in the chat)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_chat)
