@@ -18,18 +18,6 @@ LEVELS = ("Novice", "Early Expert", "Intermediate Expert", "Late Expert")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
 
 
-@pytest.fixture(scope="module")
-def assistant(trained_run):
-    from skillgpt.inference.assistant import SkillAssistant
-
-    return SkillAssistant(trained_run.stage_2, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(trained_run) -> Path:
-    return sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
-
-
 def test_stream_reply_ends_with_exactly_what_reply_returns(assistant, clip) -> None:
     media = assistant.load_video(clip)
     conv = Conversation(media=media, exchanges=[("What is the proficiency level of this athlete?", "Novice")])

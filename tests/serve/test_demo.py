@@ -31,18 +31,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def assistant(trained_run):
-    from skillgpt.inference.assistant import SkillAssistant
-
-    return SkillAssistant(trained_run.stage_2, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(trained_run) -> Path:
-    return sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
-
-
-@pytest.fixture(scope="module")
 def served(assistant):
     """The demo on a free port with the default host/share (limits small enough to test)."""
     cfg = ServeConfig(port=free_port(), concurrency=4, max_upload_mb=0.25, max_new_tokens=TOKENS)

@@ -6,9 +6,11 @@ those spans and expands placeholders (``<video>``) into runs of negative ids rep
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from transformers import PreTrainedTokenizerBase
@@ -311,19 +313,8 @@ register_template(
         stops=("{eos}", "USER:"),
     )
 )
-register_template(
-    SeparatorTemplate(  # SQ-LLaVA: vicuna_v1 whose user questions are supervised as well
-        name="vicuna_v1_sq",
-        system=VICUNA_V1_SYSTEM,
-        system_sep=" ",
-        first_user_prefix="USER: ",
-        user_prefix="USER: ",
-        assistant_prefix=" ASSISTANT:",
-        terminator="{eos}",
-        stops=("{eos}", "USER:"),
-        supervise_questions=True,
-    )
-)
+# SQ-LLaVA: vicuna_v1 whose user questions are supervised as well
+register_template(replace(_REGISTRY["vicuna_v1"], name="vicuna_v1_sq", supervise_questions=True))
 register_template(Llama2Template())
 register_template(ChatTemplate())
 
