@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.checkpoint.delta import CHECKPOINT_PREFIX, COMPLETE, list_checkpoints, save_trained_parts
+from skillgpt.checkpoint.manifest import verify_manifest, write_manifest
 from skillgpt.config import Config
 from skillgpt.models.skill_model import SkillGPT
 
@@ -67,20 +69,31 @@ def _load_rng(folder: Path) -> None:
 def save_checkpoint(
     engine, model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, state: TrainerState, run_dir: Path
 ) -> Path:
-    """Write a complete checkpoint (all ranks must call this) and prune to `train.keep_last`."""
+    """Write a complete checkpoint (all ranks must call this) and prune to `train.keep_last`.
+
+    Everything goes to a hidden temporary folder, then a manifest (sizes, checksums) and the COMPLETE
+    marker, then one rename: a failed save (e.g. a full disk) leaves the previous checkpoint untouched."""
     final = run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = run_dir / f".tmp-{final.name}"
     if _rank() == 0 and tmp.exists():
         shutil.rmtree(tmp)
     _barrier()
-    engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, save_latest=False, exclude_frozen_parameters=True)
-    tmp.mkdir(parents=True, exist_ok=True)
-    _save_rng(tmp)
-    _barrier()
+    try:
+        engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, save_latest=False, exclude_frozen_parameters=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        _save_rng(tmp)
+        _barrier()
+        if _rank() == 0:
+            save_trained_parts(model, cfg, tokenizer, tmp)
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+            write_manifest(tmp)
+            (tmp / COMPLETE).write_text("ok\n")
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = list_checkpoints(run_dir)
+        raise OSError(f"saving {final} failed: {err}; the previous checkpoint "
+                      f"{kept[-1] if kept else '(none)'} is intact") from err
     if _rank() == 0:
-        save_trained_parts(model, cfg, tokenizer, tmp)
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-        (tmp / COMPLETE).write_text("ok\n")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -89,6 +102,17 @@ def save_checkpoint(
                 shutil.rmtree(old)
     _barrier()
     return final
+
+
+def latest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint whose files match its manifest; corrupt ones are skipped with a
+    warning (falling back to the one before)."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        problem = verify_manifest(ckpt)
+        if problem is None:
+            return ckpt
+        warnings.warn(f"skipping checkpoint {ckpt}: {problem}; falling back to the previous one", stacklevel=2)
+    return None
 
 
 def load_resume_state(engine, ckpt: Path) -> TrainerState:

@@ -197,6 +197,7 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = end of every epoch only
     keep_last: int = 2
     resume: bool = True
+    allow_config_change: bool = False  # resume even when settings that change the run differ
 
 
 @dataclass

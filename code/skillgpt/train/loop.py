@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import time
 from functools import partial
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
-from skillgpt.checkpoint.resume import TrainerState, load_resume_state, save_checkpoint
+from skillgpt.checkpoint.resume import TrainerState, latest_valid_checkpoint, load_resume_state, save_checkpoint
 from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import collate
@@ -73,6 +74,40 @@ def _truncate_log(run_dir: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in keep))
 
 
+# Settings that may differ on resume without changing what is trained.
+RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
+                    "data.num_workers", "data.feature_cache", "data.cache_videos", "eval.", "run_name")
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _agreed(flag: bool, world: int) -> bool:
+    """True on every rank when any rank saw the flag (so all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor(float(flag))
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def train(cfg: Config) -> Path:
     """Run (or resume) the stage described by `cfg`; returns the newest checkpoint folder."""
     import deepspeed
@@ -80,9 +115,14 @@ def train(cfg: Config) -> Path:
     rank, world = init_distributed()
     seed_everything(cfg.train.seed)
     run_dir = Path(cfg.train.output_dir)
-    previous = list_checkpoints(run_dir) if cfg.train.resume else []
+    newest = latest_valid_checkpoint(run_dir) if cfg.train.resume else None
+    previous = [newest] if newest is not None else []
     if previous:
-        changed = config_diff(load_resolved(previous[-1] / "config.yaml"), cfg)
+        changed = [k for k in config_diff(load_resolved(previous[-1] / "config.yaml"), cfg)
+                   if not k.startswith(RESUME_SAFE_KEYS)]
+        if changed and not cfg.train.allow_config_change:
+            raise ValueError(f"{previous[-1]}: resuming with settings that change the run: {', '.join(changed)}. "
+                             "Restore them, start a new train.output_dir, or set train.allow_config_change=true")
         if changed and rank == 0:
             print(f"[skillgpt] resuming {previous[-1]} with changed settings: {', '.join(changed)}")
     if rank == 0:
@@ -123,54 +163,61 @@ def train(cfg: Config) -> Path:
     device = engine.device
     bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
     saved_at = state.global_step if previous else -1
-    while state.global_step < total_steps:
-        order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
-        if cfg.data.group_by_length:
-            order = length_grouped(order, dataset.group_keys(), tc.micro_batch_size)
-        dataset.set_epoch(state.epoch, tc.seed)
-        order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
-        loader = DataLoader(
-            dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
-            collate_fn=partial(collate, pad_id=tokenizer.pad_token_id), pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(tc.seed + state.epoch),
-        )
-        step_losses: list[float] = []
-        tic = time.time()
-        for batch in loader:
+    stopping = False
+    with StopRequest() as stop:  # SIGTERM/SIGINT: finish the step, save, exit
+        while state.global_step < total_steps and not stopping:
+            order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
+            if cfg.data.group_by_length:
+                order = length_grouped(order, dataset.group_keys(), tc.micro_batch_size)
+            dataset.set_epoch(state.epoch, tc.seed)
+            order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
+            loader = DataLoader(
+                dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
+                collate_fn=partial(collate, pad_id=tokenizer.pad_token_id), pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator().manual_seed(tc.seed + state.epoch),
+            )
+            step_losses: list[float] = []
+            tic = time.time()
+            for batch in loader:
+                if state.micro_step >= steps_per_epoch * tc.grad_accum:
+                    break
+                media = media_to(batch["media"], device)
+                loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), media)
+                engine.backward(loss)
+                at_boundary = engine.is_gradient_accumulation_boundary()
+                engine.step()
+                state.micro_step += 1
+                step_losses.append(loss.item())
+                if not at_boundary:
+                    continue
+                state.global_step += 1
+                mean_loss = torch.tensor(sum(step_losses) / len(step_losses))
+                if world > 1:
+                    dist.all_reduce(mean_loss)
+                    mean_loss /= world
+                record = {"step": state.global_step, "epoch": state.epoch, "loss": mean_loss.item(),
+                          "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - tic, 3)}
+                step_losses, tic = [], time.time()
+                if rank == 0:
+                    _log(run_dir, record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                    bar.update(1)
+                if tc.save_every > 0 and state.global_step % tc.save_every == 0:
+                    save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                    saved_at = state.global_step
+                stopping = _agreed(stop.signal is not None, world)
+                if state.global_step >= total_steps or stopping:
+                    break
             if state.micro_step >= steps_per_epoch * tc.grad_accum:
-                break
-            media = media_to(batch["media"], device)
-            loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), media)
-            engine.backward(loss)
-            at_boundary = engine.is_gradient_accumulation_boundary()
-            engine.step()
-            state.micro_step += 1
-            step_losses.append(loss.item())
-            if not at_boundary:
-                continue
-            state.global_step += 1
-            mean_loss = torch.tensor(sum(step_losses) / len(step_losses))
-            if world > 1:
-                dist.all_reduce(mean_loss)
-                mean_loss /= world
-            record = {"step": state.global_step, "epoch": state.epoch, "loss": mean_loss.item(),
-                      "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - tic, 3)}
-            step_losses, tic = [], time.time()
-            if rank == 0:
-                _log(run_dir, record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-                bar.update(1)
-            if tc.save_every > 0 and state.global_step % tc.save_every == 0:
-                save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
-                saved_at = state.global_step
-            if state.global_step >= total_steps:
-                break
-        if state.micro_step >= steps_per_epoch * tc.grad_accum:
-            state.epoch, state.micro_step = state.epoch + 1, 0
-            if tc.save_every == 0 and state.global_step != saved_at:
-                save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
-                saved_at = state.global_step
+                state.epoch, state.micro_step = state.epoch + 1, 0
+                if tc.save_every == 0 and state.global_step != saved_at:
+                    save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                    saved_at = state.global_step
     bar.close()
     if saved_at != state.global_step:
         save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+    if stopping and rank == 0:
+        name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal on another rank"
+        print(f"[skillgpt] stopped by {name} at step {state.global_step}/{total_steps}; checkpoint saved. "
+              "Run the same command again to resume.")
     return list_checkpoints(run_dir)[-1]

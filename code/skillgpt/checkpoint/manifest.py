@@ -1,0 +1,44 @@
+"""Checkpoint manifests: every file's size and SHA-256, written last, checked before a checkpoint is used."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+MANIFEST = "MANIFEST.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file below `folder` (relative path -> size, sha256)."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def verify_manifest(folder: Path) -> Optional[str]:
+    """None when every listed file is present with its size and checksum; else what is wrong."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return f"{path} is unreadable ({err})"
+    for rel, info in files.items():
+        f = folder / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != info["size"]:
+            return f"{f} has {f.stat().st_size} bytes, the manifest says {info['size']}"
+        if _sha256(f) != info["sha256"]:
+            return f"{f} is corrupt (SHA-256 differs from {path})"
+    return None

@@ -1,0 +1,98 @@
+"""A run is safe to stop: SIGTERM saves and exits, a corrupt newest checkpoint falls back to the one
+before, changed settings are refused on resume, and a failed save leaves the previous checkpoint intact."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from skillgpt.checkpoint.delta import list_checkpoints
+from skillgpt.checkpoint.manifest import verify_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+
+
+def _command(ws, out: Path, *extra: str) -> list[str]:
+    overrides = [o for o in ws.overrides(2, "rel", "train.init_from=null") if not o.startswith("train.output_dir")]
+    return [sys.executable, "-m", "skillgpt.cli", "train", str(REPO / "config" / "stage_2.yaml"), *overrides,
+            f"train.output_dir={out}", "train.micro_batch_size=2", "train.epochs=2", "train.keep_last=0", *extra]
+
+
+def _run(cmd: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tiny_workspace, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(tiny_workspace, out, "train.save_every=100"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first step"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped by SIGTERM" in output
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    saved = list_checkpoints(out)
+    assert saved and saved[-1].name == f"checkpoint-{steps[-1]}" and verify_manifest(saved[-1]) is None
+    assert steps[-1] < 8, "the run finished before the signal arrived"
+    resumed = _run(_command(tiny_workspace, out, "train.save_every=100"))
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert list_checkpoints(out)[-1].name == "checkpoint-8"
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_changed_settings_are_refused(tiny_workspace, tmp_path):
+    out = tmp_path / "run"
+    cmd = _command(tiny_workspace, out, "train.save_every=2", "train.max_steps=4")
+    _run(cmd)
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
+    shard = out / "checkpoint-4" / "projector.safetensors"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    assert "corrupt" in verify_manifest(out / "checkpoint-4")
+
+    refused = _run([*cmd, "train.lr=0.5"], ok=False)
+    assert refused.returncode == 2 and "train.lr" in refused.stderr and "allow_config_change" in refused.stderr
+
+    again = _run(cmd)
+    text = again.stdout + again.stderr
+    assert "skipping checkpoint" in text and "checkpoint-4" in text and "resumed from" in text
+    assert "checkpoint-2 at step 2" in text
+    assert verify_manifest(out / "checkpoint-4") is None  # steps 3-4 redone and saved again
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tiny_workspace, tmp_path, monkeypatch):
+    import skillgpt.checkpoint.resume as resume
+    from skillgpt.config import load_config
+    from skillgpt.train.loop import train
+
+    calls = {"n": 0}
+    real = resume.save_trained_parts
+
+    def disk_full(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resume, "save_trained_parts", disk_full)
+    out = tmp_path / "run"
+    cfg = load_config(REPO / "config" / "stage_2.yaml",
+                      [o for o in _command(tiny_workspace, out, "train.save_every=1", "train.max_steps=2")[5:]])
+    with pytest.raises(OSError, match=r"checkpoint-2 failed: .*No space left.*checkpoint-1 is intact"):
+        train(cfg)
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-1"]
+    assert verify_manifest(out / "checkpoint-1") is None and not list(out.glob(".tmp-*"))
