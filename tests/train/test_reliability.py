@@ -96,3 +96,45 @@ def test_failed_save_keeps_the_previous_checkpoint(tiny_workspace, tmp_path, mon
         train(cfg)
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-1"]
     assert verify_manifest(out / "checkpoint-1") is None and not list(out.glob(".tmp-*"))
+
+
+def _nan_on(calls_to_poison: set[int] | None, monkeypatch):
+    """Make SkillGPT.forward return NaN on the given call numbers (all calls when None)."""
+    from skillgpt.models.skill_model import SkillGPT
+
+    real, count = SkillGPT.forward, {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        count["n"] += 1
+        loss = real(self, *args, **kwargs)
+        return loss * float("nan") if calls_to_poison is None or count["n"] in calls_to_poison else loss
+
+    monkeypatch.setattr(SkillGPT, "forward", forward)
+
+
+def _cfg(ws, out: Path, *extra: str):
+    from skillgpt.config import load_config
+
+    return load_config(REPO / "config" / "stage_2.yaml", _command(ws, out, *extra)[5:])
+
+
+def test_a_nonfinite_loss_skips_the_batch_and_is_logged(tiny_workspace, tmp_path, monkeypatch):
+    from skillgpt.train.loop import train
+
+    _nan_on({2}, monkeypatch)
+    out = tmp_path / "run"
+    train(_cfg(tiny_workspace, out, "train.max_steps=3"))
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 1 and events[0]["event"] == "nonfinite_loss" and len(events[0]["batch"]) == 2
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(v == v for v in losses)  # three real steps, none NaN
+
+
+def test_too_many_nonfinite_losses_stop_the_run_with_a_checkpoint(tiny_workspace, tmp_path, monkeypatch):
+    from skillgpt.train.loop import train
+
+    _nan_on(None, monkeypatch)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row.*checkpoint saved"):
+        train(_cfg(tiny_workspace, out, "train.max_nonfinite=3"))
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0"]

@@ -198,6 +198,7 @@ class TrainConfig:
     keep_last: int = 2
     resume: bool = True
     allow_config_change: bool = False  # resume even when settings that change the run differ
+    max_nonfinite: int = 5  # non-finite losses in a row (each micro-batch skipped) before the run stops
 
 
 @dataclass

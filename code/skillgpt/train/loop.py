@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -64,6 +65,14 @@ def epoch_indices(dataset: Dataset, seed: int, epoch: int, rank: int, world: int
 def _log(run_dir: Path, record: dict) -> None:
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _event(run_dir: Path, rank: int, record: dict) -> None:
+    """Unusual events (skipped non-finite losses) go to events.jsonl and stderr."""
+    if rank == 0:
+        print(f"[skillgpt] warning: {record}", file=sys.stderr)
+        with open(run_dir / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def _truncate_log(run_dir: Path, step: int) -> None:
@@ -163,7 +172,7 @@ def train(cfg: Config) -> Path:
     device = engine.device
     bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
     saved_at = state.global_step if previous else -1
-    stopping = False
+    stopping, bad_in_a_row = False, 0
     with StopRequest() as stop:  # SIGTERM/SIGINT: finish the step, save, exit
         while state.global_step < total_steps and not stopping:
             order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
@@ -183,6 +192,20 @@ def train(cfg: Config) -> Path:
                     break
                 media = media_to(batch["media"], device)
                 loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), media)
+                if _agreed(not bool(torch.isfinite(loss.detach())), world):
+                    # a non-finite loss: this micro-batch is skipped (no backward, no step), logged, counted
+                    state.micro_step += 1
+                    bad_in_a_row += 1
+                    _event(run_dir, rank, {"step": state.global_step, "epoch": state.epoch, "event": "nonfinite_loss",
+                                           "batch": batch["ids"], "in_a_row": bad_in_a_row})
+                    if bad_in_a_row >= tc.max_nonfinite:
+                        save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                        raise FloatingPointError(
+                            f"{bad_in_a_row} non-finite losses in a row at step {state.global_step} (train.max_nonfinite="
+                            f"{tc.max_nonfinite}); checkpoint saved in {run_dir}. Lower train.lr or check the data "
+                            f"(last batch: {batch['ids']}); see {run_dir / 'events.jsonl'}")
+                    continue
+                bad_in_a_row = 0
                 engine.backward(loss)
                 at_boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()
