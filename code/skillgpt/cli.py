@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         args.func(args)
-    except (OSError, ValueError, KeyError, FloatingPointError) as err:
+    except (OSError, ValueError, KeyError, FloatingPointError, MemoryError) as err:
         print(f"skillgpt {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -138,3 +138,17 @@ def test_too_many_nonfinite_losses_stop_the_run_with_a_checkpoint(tiny_workspace
     with pytest.raises(FloatingPointError, match="3 non-finite losses in a row.*checkpoint saved"):
         train(_cfg(tiny_workspace, out, "train.max_nonfinite=3"))
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0"]
+
+
+def test_out_of_memory_names_the_settings_to_lower(tiny_workspace, tmp_path, monkeypatch):
+    import torch
+
+    from skillgpt.models.skill_model import SkillGPT
+    from skillgpt.train.loop import train
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SkillGPT, "forward", oom)
+    with pytest.raises(MemoryError, match=r"train.micro_batch_size \(2.*model.llm.max_length.*data.video.num_clips"):
+        train(_cfg(tiny_workspace, tmp_path / "run"))

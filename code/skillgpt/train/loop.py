@@ -108,6 +108,15 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def out_of_memory_advice(cfg: Config, batch: dict) -> str:
+    """What to lower when a step runs out of accelerator memory."""
+    return (f"out of memory in a training step (batch {batch['ids']}, {batch['input_ids'].shape[1]} tokens). "
+            f"Lower train.micro_batch_size ({cfg.train.micro_batch_size}; raise train.grad_accum to keep the "
+            f"effective batch), model.llm.max_length ({cfg.model.llm.max_length}), data.video.num_clips "
+            f"({cfg.data.video.num_clips}) or the visual tokens per clip (model.encoder.pool, a pool/resampler "
+            "projector), or use a ZeRO-3 / offload DeepSpeed config (train.deepspeed_config)")
+
+
 def _agreed(flag: bool, world: int) -> bool:
     """True on every rank when any rank saw the flag (so all ranks stop at the same step)."""
     if world == 1:
@@ -191,7 +200,11 @@ def train(cfg: Config) -> Path:
                 if state.micro_step >= steps_per_epoch * tc.grad_accum:
                     break
                 media = media_to(batch["media"], device)
-                loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device), media)
+                try:
+                    loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                  batch["labels"].to(device), media)
+                except torch.OutOfMemoryError as err:
+                    raise MemoryError(out_of_memory_advice(cfg, batch)) from err
                 if _agreed(not bool(torch.isfinite(loss.detach())), world):
                     # a non-finite loss: this micro-batch is skipped (no backward, no step), logged, counted
                     state.micro_step += 1
