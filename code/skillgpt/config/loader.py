@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("auto", "fp32", "bf16"),
     "data.format": ("conversation", "caption"),
     "data.view_mode": ("fuse", "separate"),
+    "data.on_bad_sample": ("error", "skip"),
     "eval.task": ("proficiency", "multiple_choice", "score", "feedback"),
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),

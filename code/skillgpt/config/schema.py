@@ -173,6 +173,8 @@ class DataConfig:
     feature_cache: Optional[str] = None  # folder of `skillgpt cache-features`; null = encode online
     feature_cache_mode: str = "auto"  # auto: use when complete, else encode online | require: refuse otherwise
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    on_bad_sample: str = "error"  # error: stop before training with a report | skip: drop, count, list
+    probe_media: bool = True  # decode every media file when the dataset is built (bad files fail early)
     group_by_length: bool = False  # batches of similar length (and the same media kinds) within mega-batches
     catalog: Optional[str] = None  # YAML file naming datasets (e.g. config/datasets.yaml)
     mixture: dict[str, float] = field(default_factory=dict)  # catalog name -> per-epoch weight (replaces train)

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.config.schema import AugmentConfig, DataConfig
 from skillgpt.data.augment import AugmentParams, apply_spatial, draw_params, sample_generator
 from skillgpt.data.templates import count_placeholders, get_template, tokenize_conversation
+from skillgpt.data.video import MediaError
 from skillgpt.data.media import (
     PLACEHOLDER_OF, DataError, MediaItem, Payload, collate_media, expand_view_placeholders, load_media,
     missing_files, sample_media,
@@ -58,7 +60,9 @@ class Example:
 
 
 class SkillDataset(Dataset):
-    """One JSON split. Every sample is validated (fields, media present, placeholder counts) up front.
+    """One JSON split. Every sample is validated up front (fields, label, media present and decodable,
+    placeholder counts, length); bad ones stop construction (`data.on_bad_sample: error`) or are dropped
+    and listed in `skipped` (`skip`), so nothing fails mid-epoch.
 
     `placeholder_tokens` maps each placeholder to its token count (``SkillGPT.placeholder_tokens()``);
     with `features` (a ``CachedFeatures``), items return cached encoder features instead of pixels.
@@ -73,39 +77,75 @@ class SkillDataset(Dataset):
         placeholder_tokens: dict[str, int],
         max_length: int,
         features: Optional["CachedFeatures"] = None,
+        labels: Optional[list[str]] = None,
     ) -> None:
         self.path = Path(json_path)
         self.cfg = cfg
         self.records = read_samples(self.path)
         self.root = Path(cfg.media_root) if cfg.media_root else self.path.parent
-        template = get_template(template_name)
-        needed = "caption" if cfg.format == "caption" else "conversations"
+        self.template = get_template(template_name)
         self.examples: list[Example] = []
         self._media_cache: dict[MediaItem, Tensor] = {}
-        missing: list[str] = []
-        for i, rec in enumerate(self.records):
+        self.skipped: list[dict[str, str]] = []  # data.on_bad_sample=skip: {"id", "problem"} per dropped sample
+        problems: list[tuple[str, str]] = []
+        for i, rec in enumerate(tqdm(self.records, desc=f"check {self.path.name}", disable=len(self.records) < 500)):
             sid = str(rec.get("id", f"#{i}"))
-            where = f"{self.path}: sample {sid}"
-            if needed not in rec:
-                raise DataError(f"{where} has no '{needed}' field (data.format={cfg.format})")
-            items = sample_media(rec, self.root, cfg, where)
-            missing += [f"{sid}: {p}" for p in missing_files(items)]
-            turns = expand_view_placeholders(to_conversation(rec, cfg.format, cfg.caption_prompts, i), cfg)
-            counts = count_placeholders(turns)
-            for kind, placeholder in PLACEHOLDER_OF.items():
-                n_media = sum(it.kind == kind for it in items)
-                if counts.get(placeholder, 0) != n_media:
-                    raise DataError(f"{where} has {counts.get(placeholder, 0)} {placeholder} placeholder(s) "
-                                    f"but {n_media} {kind}(s)")
-            tok = tokenize_conversation(turns, tokenizer, template, placeholder_tokens, max_length,
-                                        sample_id=f"{self.path}:{sid}")
-            self.examples.append(Example(sid, tok["input_ids"], tok["labels"], items, rec.get("scenario")))
-        if missing:
-            shown = "\n  ".join(missing[:10])
-            raise DataError(f"{self.path}: {len(missing)} media file(s) not found:\n  {shown}")
+            try:
+                self.examples.append(self._example(i, rec, sid, tokenizer, placeholder_tokens, max_length, labels))
+            except (DataError, MediaError, ValueError) as err:
+                problems.append((sid, str(err)))
+        if problems and cfg.on_bad_sample == "error":
+            shown = "\n  ".join(p for _, p in problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise DataError(f"{self.path}: {len(problems)} bad sample(s) (data.on_bad_sample=error; "
+                            f"`skip` drops and lists them instead):\n  {shown}{more}")
+        self.skipped = [{"id": sid, "problem": p} for sid, p in problems]
+        if not self.examples:
+            raise DataError(f"{self.path}: no usable samples ({len(problems)} skipped)")
         self.features = features
         self.augment: Optional[AugmentConfig] = None  # set by training (never in eval); see set_epoch
         self.seed, self.epoch = 0, 0
+
+    def _example(self, i: int, rec: dict[str, Any], sid: str, tokenizer: PreTrainedTokenizerBase,
+                 placeholder_tokens: dict[str, int], max_length: int, labels: Optional[list[str]]) -> Example:
+        """Validate one record (fields, label, media present and decodable, placeholders, length)."""
+        cfg, where = self.cfg, f"{self.path}: sample {sid}"
+        needed = "caption" if cfg.format == "caption" else "conversations"
+        if needed not in rec:
+            raise DataError(f"{where} has no '{needed}' field (data.format={cfg.format})")
+        if labels is not None and "label" in rec and rec["label"] not in labels:
+            raise DataError(f"{where}: field 'label' is {rec['label']!r}; expected one of {labels}")
+        items = sample_media(rec, self.root, cfg, where)
+        absent = missing_files(items)
+        if absent:
+            raise DataError(f"{where}: media file not found: {absent[0]}")
+        turns = expand_view_placeholders(to_conversation(rec, cfg.format, cfg.caption_prompts, i), cfg)
+        try:
+            empty = [t for t in turns if t.get("from") in ("gpt", "assistant") and not str(t.get("value", "")).strip()]
+        except AttributeError as err:
+            raise DataError(f"{where}: field 'conversations' must be a list of turns") from err
+        if empty:
+            raise DataError(f"{where}: an assistant turn in 'conversations' is empty")
+        counts = count_placeholders(turns)
+        for kind, placeholder in PLACEHOLDER_OF.items():
+            n_media = sum(it.kind == kind for it in items)
+            if counts.get(placeholder, 0) != n_media:
+                raise DataError(f"{where} has {counts.get(placeholder, 0)} {placeholder} placeholder(s) "
+                                f"but {n_media} {kind}(s)")
+        try:
+            tok = tokenize_conversation(turns, tokenizer, self.template, placeholder_tokens, max_length,
+                                        sample_id=f"{self.path}:{sid}")
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from err
+        if cfg.probe_media:  # decode now: a broken file fails here, not mid-epoch
+            for it in items:
+                try:
+                    pixels = load_media(it, cfg)
+                except MediaError as err:
+                    raise MediaError(f"{where}: {err}") from err
+                if cfg.cache_videos:
+                    self._media_cache[it] = pixels
+        return Example(sid, tok["input_ids"], tok["labels"], items, rec.get("scenario"))
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Augmented samples depend on (seed, epoch, index) only, so resumed runs see the same ones."""

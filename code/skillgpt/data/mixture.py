@@ -92,6 +92,10 @@ class MixtureDataset(ConcatDataset):
     def group_keys(self) -> list[tuple]:
         return [k for part in self.datasets for k in part.group_keys()]
 
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return [s for part in self.datasets for s in part.skipped]
+
     def media_items(self) -> list:
         return [it for part in self.datasets for it in part.media_items()]
 
@@ -114,7 +118,8 @@ class MixtureDataset(ConcatDataset):
 def build_train_dataset(cfg: Config, tokenizer: Any, placeholder_tokens: dict[str, int]) -> SkillDataset | MixtureDataset:
     """`data.train`, or the `data.mixture` of catalog datasets when one is given."""
     make = lambda path, data_cfg: SkillDataset(  # noqa: E731
-        path, data_cfg, tokenizer, cfg.model.llm.template, placeholder_tokens, cfg.model.llm.max_length)
+        path, data_cfg, tokenizer, cfg.model.llm.template, placeholder_tokens, cfg.model.llm.max_length,
+        labels=list(cfg.eval.labels))
     if not cfg.data.mixture:
         if not cfg.data.train:
             raise ValueError("data.train: set a training file (or data.mixture with data.catalog)")

@@ -149,6 +149,11 @@ def train(cfg: Config) -> Path:
 
     model, tokenizer = build_model(cfg)
     dataset = build_train_dataset(cfg, tokenizer, model.placeholder_tokens())
+    if dataset.skipped and rank == 0:
+        with open(run_dir / "skipped_samples.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s) + "\n" for s in dataset.skipped)
+        print(f"[skillgpt] data.on_bad_sample=skip: {len(dataset.skipped)} sample(s) skipped, listed in "
+              f"{run_dir / 'skipped_samples.jsonl'}", file=sys.stderr)
     dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train or 'mixture'})")
     dataset.augment = cfg.data.augment if cfg.data.augment.enabled else None
     tc = cfg.train
