@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     from skillgpt.serve.commands import add_serve_commands  # demo, chat
 
     add_serve_commands(sub)
+    from skillgpt.data.commands import add_data_commands
+    add_data_commands(sub)
     return parser
 
 

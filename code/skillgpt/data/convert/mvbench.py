@@ -1,0 +1,57 @@
+"""MVBench-style multiple choice -> conversations with the options, for ``eval.task=multiple_choice``.
+
+Input: a JSON list (one MVBench task file) of ``{"video": "clip.mp4", "question": "...",
+"candidates": ["...", "..."], "answer": "<the correct candidate's text>"}`` (``start``/``end`` kept when
+present). Output (``id``: ``<input stem>_<index>`` unless the entry has one)::
+
+    {"id": "action_sequence_0", "video": "...", "candidates": [...], "answer": "...",
+     "conversations": [
+       {"from": "human",
+        "value": "<video>\\nQuestion: ...\\nOptions:\\n(A) ...\\n(B) ...\\nAnswer with the option's letter."},
+       {"from": "gpt", "value": "(B) ..."}]}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from skillgpt.data.convert._common import Context, Conversion, entry_list, letter, read_structured
+
+INSTRUCTION = "Answer with the option's letter."
+
+
+def convert(input_path: Path, ctx: Context) -> Conversion:
+    samples = []
+    for i, e in enumerate(entry_list(read_structured(input_path), input_path)):
+        entry = ctx.entry(i, "id", e.get("id") if isinstance(e, dict) else None)
+        if not isinstance(e, dict):
+            ctx.error(entry, None, f"expected an object, got {type(e).__name__}")
+            continue
+        ok = True
+        for name in ("video", "question"):
+            if not isinstance(e.get(name), str) or not e[name].strip():
+                ctx.error(entry, name, f"expected a non-empty string, got {e.get(name)!r}")
+                ok = False
+        cands = e.get("candidates")
+        if not isinstance(cands, list) or not 2 <= len(cands) <= 26 or not all(isinstance(c, str) for c in cands):
+            ctx.error(entry, "candidates", f"expected a list of 2 to 26 strings, got {cands!r}")
+            continue
+        answer = e.get("answer")
+        if not isinstance(answer, str) or answer.strip() not in [c.strip() for c in cands]:
+            ctx.error(entry, "answer", f"{answer!r} is not one of the candidates {cands}")
+            continue
+        if not ok:
+            continue
+        options = [f"({letter(j)}) {c}" for j, c in enumerate(cands)]
+        gold_index = [c.strip() for c in cands].index(answer.strip())
+        gold = options[gold_index]
+        sid = str(e["id"]) if e.get("id") is not None else f"{input_path.stem}_{i}"
+        if not ctx.claim_id(sid, entry):
+            continue
+        sample: dict[str, Any] = {"id": sid, "video": ctx.path(e["video"]), "candidates": cands,
+                                  "answer": cands[gold_index]}
+        sample.update({k: e[k] for k in ("start", "end") if k in e})
+        prompt = "\n".join(["<video>", f"Question: {e['question'].strip()}", "Options:", *options, INSTRUCTION])
+        sample["conversations"] = [{"from": "human", "value": prompt}, {"from": "gpt", "value": gold}]
+        samples.append(sample)
+    return ctx.finish(samples)

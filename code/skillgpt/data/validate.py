@@ -1,0 +1,565 @@
+"""`skillgpt data validate`: check a config's data splits before training, and remember the result.
+
+For every split (``data.train``/``val``/``test``; the catalog datasets of ``data.mixture`` for train) and
+every sample: the fields the format needs, media fields (views included), that each media file exists
+**and decodes** (videos with ``load_video``, images and audio with ``load_media``), placeholder vs
+media counts, no placeholder in assistant turns, the tokenized length (text + visual tokens) against
+``model.llm.max_length`` (``SkillDataset`` refuses longer samples), ``label`` in ``eval.labels``, numeric
+``score``, ``candidates``/``answer`` that match, the fields ``eval.task`` needs on the eval split, and
+counts of labels and scenarios. Every problem names the file, the sample id and the field.
+
+``validate_config(cfg, splits)`` returns a :class:`ValidationReport`; ``report.raise_for_errors()``
+raises one ``DataError`` listing them. Results are cached per split in ``<data stem>.validate-cache.json``
+next to the data file, keyed by the file's SHA-256, the config fields that change the outcome (data
+format, media root, prompts, views, video/audio sampling, model (placeholder token counts), template,
+max_length, eval labels/task) and the size and mtime of the tokenizer files and of every media file the
+split names, so a second run over unchanged data only hashes the file and stats the media.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from tqdm import tqdm
+
+from skillgpt.config.schema import Config, DataConfig
+
+# The data pipeline (torch, transformers) is imported inside the functions that need it, so a run
+# answered from the cache costs no more than reading the data file.
+
+__all__ = ["Problem", "SplitReport", "ValidationReport", "structure_problems", "validate_config"]
+
+CACHE_VERSION = 1
+CACHE_SUFFIX = ".validate-cache.json"
+CACHE_ENTRIES = 8  # results kept per data file (several configs may share one)
+SPLITS = ("train", "val", "test")
+_TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens", "spiece", "config.json")
+
+
+@dataclass
+class Problem:
+    file: str
+    sample: str  # sample id ("#i" without one; "-" for the whole file)
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.sample == "-" else f"{self.file}: sample {self.sample}"
+        return f"{where}: field '{self.field}': {self.message}" if self.field != "-" else f"{where}: {self.message}"
+
+
+@dataclass
+class SplitReport:
+    split: str
+    file: str
+    samples: int = 0
+    media_files: int = 0
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    scenarios: dict[str, int] = field(default_factory=dict)
+    max_tokens: int = 0
+    over_length: int = 0
+    decoded: bool = True
+    cached: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SplitReport":
+        d = dict(d)
+        d["errors"] = [Problem(**p) for p in d.get("errors", [])]
+        d["warnings"] = [Problem(**p) for p in d.get("warnings", [])]
+        return cls(**d)
+
+
+def _grid(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def line(r: list[str]) -> str:  # text columns left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths), *map(line, rows[1:])])
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+@dataclass
+class ValidationReport:
+    splits: list[SplitReport] = field(default_factory=list)
+    not_set: list[str] = field(default_factory=list)  # requested splits the config leaves empty
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for s in self.splits for p in s.errors]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for s in self.splits for p in s.warnings]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def table(self) -> str:
+        rows = [["split", "file", "samples", "media files", "errors", "warnings", "max tokens", "too long",
+                 "cached"]]
+        for s in self.splits:
+            rows.append([s.split, s.file, str(s.samples), str(s.media_files), str(len(s.errors)),
+                         str(len(s.warnings)), str(s.max_tokens) if s.max_tokens else "-", str(s.over_length),
+                         "yes" if s.cached else "no"])
+        out = [_grid(rows)]
+        for s in self.splits:
+            out.append(f"{s.split}: labels: {_counts(s.labels)}; scenarios: {_counts(s.scenarios)}")
+        if self.not_set:
+            out.append(f"not set in the config (skipped): {', '.join(self.not_set)}")
+        return "\n".join(out)
+
+    def format(self, limit: int = 50) -> str:
+        """The table, then warnings and errors (at most `limit` of each)."""
+        out = [self.table()]
+        for title, items in (("warning", self.warnings), ("error", self.errors)):
+            if items:
+                out.append(f"{len(items)} {title}(s):")
+                out += [f"  {p}" for p in items[:limit]]
+                if len(items) > limit:
+                    out.append(f"  ... and {len(items) - limit} more")
+        return "\n".join(out)
+
+    def raise_for_errors(self, limit: int = 50) -> None:
+        """DataError listing every error (at most `limit`) with file, sample id and field."""
+        errors = self.errors
+        if errors:
+            from skillgpt.data.media import DataError
+
+            shown = "\n  ".join(str(p) for p in errors[:limit])
+            more = f"\n  ... and {len(errors) - limit} more" if len(errors) > limit else ""
+            raise DataError(f"data validation found {len(errors)} error(s):\n  {shown}{more}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "splits": [s.to_dict() for s in self.splits], "not_set": self.not_set}
+
+
+# ---------------------------------------------------------------------------------- structure
+
+
+@dataclass
+class _Checked:
+    """One sample after the checks that need no tokenizer or decoding."""
+
+    sid: str
+    problems: list[Problem]
+    refs: list[tuple[str, str, Path]]  # (field, kind, file) per media file
+    turns: Optional[list[dict[str, str]]]
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _structure(rec: Any, index: int, data_cfg: DataConfig, file: str, root: Path,
+               labels: Optional[Sequence[str]] = None) -> _Checked:
+    from skillgpt.data.dataset import to_conversation
+    from skillgpt.data.media import PLACEHOLDER_OF, DataError, expand_view_placeholders, sample_media
+    from skillgpt.data.templates import PLACEHOLDERS, count_placeholders, normalize_messages
+
+    sid = str(rec.get("id", f"#{index}")) if isinstance(rec, dict) else f"#{index}"
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    add = lambda fld, msg: problems.append(Problem(file, sid, fld, msg))  # noqa: E731
+    warn = lambda fld, msg: warnings.append(Problem(file, sid, fld, msg))  # noqa: E731
+    if not isinstance(rec, dict):
+        add("-", f"expected an object, got {type(rec).__name__}")
+        return _Checked(sid, problems, [], None, warnings)
+    where = f"{file}: sample {sid}"
+    fmt = data_cfg.format
+    needed = "caption" if fmt == "caption" else "conversations"
+
+    refs: list[tuple[str, str, Path]] = []
+    n_media: Counter[str] = Counter()
+    media_ok = True
+    for kind in ("video", "image", "audio"):
+        value = rec.get(kind)
+        if not value:  # as sample_media: an absent or empty field has no media
+            continue
+        values = value if isinstance(value, list) else [value]
+        for j, v in enumerate(values):
+            fld = f"{kind}[{j}]" if isinstance(value, list) else kind
+            try:
+                items = sample_media({kind: v}, root, data_cfg, where)
+            except DataError as err:
+                add(fld, str(err).removeprefix(where + ": "))
+                media_ok = False
+                continue
+            for it in items:
+                n_media[kind] += 1
+                refs += [(fld + (f".{view}" if view else ""), kind, p) for view, p in zip(it.views, it.paths)]
+
+    turns = None
+    if needed not in rec:
+        add(needed, f"missing (data.format={fmt} needs '{needed}')")
+    else:
+        try:
+            turns = to_conversation(rec, fmt, list(data_cfg.caption_prompts), index)
+            turns = expand_view_placeholders(turns, data_cfg)
+            msgs = normalize_messages(turns)
+            counts = count_placeholders(turns)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            add(needed, str(err))
+            turns = None
+        if turns is not None:
+            for j, m in enumerate(msgs):
+                found = [p for p in PLACEHOLDERS if p in m["content"]] if m["role"] == "assistant" else []
+                if found:
+                    add(needed, f"assistant turn {j} holds the placeholder {found[0]} (only human turns may)")
+                    turns = None
+            for j, m in enumerate(msgs):
+                if m["role"] == "assistant" and not m["content"].strip():
+                    warn(needed, f"assistant turn {j} is empty (nothing to learn from it)")
+            for kind, ph in PLACEHOLDER_OF.items() if turns is not None else ():
+                if media_ok and counts.get(ph, 0) != n_media[kind]:
+                    fld = needed if fmt == "conversation" else kind
+                    add(fld, f"{counts.get(ph, 0)} {ph} placeholder(s) but {n_media[kind]} {kind} item(s)"
+                        + (" (data.caption_prompts hold the placeholder)" if fmt == "caption" else ""))
+                    turns = None
+
+    if "id" in rec and not isinstance(rec["id"], (str, int)):
+        add("id", f"expected a string, got {rec['id']!r}")
+    for name in ("label", "scenario"):
+        if name in rec and not isinstance(rec[name], str):
+            add(name, f"expected a string, got {rec[name]!r}")
+    if isinstance(rec.get("label"), str) and labels is not None and rec["label"] not in labels:
+        add("label", f"{rec['label']!r} is not in eval.labels {list(labels)}")
+    if "score" in rec and not _number(rec["score"]):
+        add("score", f"expected a number, got {rec['score']!r}")
+    if "candidates" in rec or "answer" in rec:
+        cands = rec.get("candidates")
+        if not isinstance(cands, list) or len(cands) < 2 or not all(isinstance(c, str) for c in cands):
+            add("candidates", f"expected a list of at least 2 strings, got {cands!r}")
+        elif "answer" not in rec:
+            add("answer", "missing (a sample with 'candidates' needs the correct one)")
+        else:
+            from skillgpt.eval.tasks import answer_index
+
+            try:
+                answer_index(rec, where)
+            except ValueError as err:
+                add("answer", str(err).removeprefix(where + ": "))
+    return _Checked(sid, problems, refs, turns, warnings)
+
+
+def structure_problems(rec: Any, index: int, fmt: str, file: str,
+                       data_cfg: Optional[DataConfig] = None) -> list[Problem]:
+    """Problems of one sample found without a tokenizer or decoding (fields, media fields, placeholders).
+
+    Without `data_cfg` (converters), a view-dict ``video`` is checked with all of its views."""
+    if data_cfg is None:
+        video = rec.get("video") if isinstance(rec, dict) else None
+        data_cfg = DataConfig(train=None, format=fmt, views=list(video) if isinstance(video, dict) else [])
+    root = Path(data_cfg.media_root) if data_cfg.media_root else Path(file).parent
+    return _structure(rec, index, data_cfg, file, root).problems
+
+
+# ---------------------------------------------------------------------------------- cache
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat(path: Path) -> Optional[list[int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _tokenizer_stats(llm_path: str) -> dict[str, Any]:
+    folder = Path(llm_path)
+    if not folder.is_dir():
+        return {"missing": str(folder)}
+    return {p.name: _stat(p) for p in sorted(folder.iterdir()) if p.name.startswith(_TOKENIZER_FILES)}
+
+
+def _settings(cfg: Config, data_cfg: DataConfig, is_eval_split: bool, decode: bool) -> dict[str, Any]:
+    """Everything besides the data file and media files that can change a split's result (the model
+    section stands for the placeholder token counts, which it determines)."""
+    d = dataclasses.asdict(data_cfg)
+    model = dataclasses.asdict(cfg.model)
+    for k in ("lora", "dtype", "attn_implementation"):
+        model["llm"].pop(k, None)
+    return {
+        "version": CACHE_VERSION, "decode": decode,
+        "data": {k: d[k] for k in ("format", "media_root", "caption_prompts", "video", "audio", "views", "view_mode")},
+        "model": model,
+        "eval": {"labels": list(cfg.eval.labels), "task": cfg.eval.task if is_eval_split else None},
+        "tokenizer": _tokenizer_stats(cfg.model.llm.path),
+    }
+
+
+def cache_path(data_file: str | os.PathLike) -> Path:
+    """Where the validation results of `data_file` are kept: ``<stem>.validate-cache.json`` beside it."""
+    p = Path(data_file)
+    return p.with_name(p.stem + CACHE_SUFFIX)
+
+
+def _cache_read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _cache_write(path: Path, key: str, report: SplitReport) -> None:
+    data = _cache_read(path)
+    entries = dict(data.get("entries", {}))
+    entries.pop(key, None)
+    entries[key] = {"saved": time.time(), "report": report.to_dict()}
+    entries = dict(list(entries.items())[-CACHE_ENTRIES:])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only data folder: validation still works, it is just not remembered
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+class _Tools:
+    """Tokenizer and placeholder token counts, built on first use only (a cache hit needs neither)."""
+
+    def __init__(self, cfg: Config, tokenizer: Any, placeholder_tokens: Optional[dict[str, int]]) -> None:
+        self.cfg, self._tokenizer, self._tokens = cfg, tokenizer, placeholder_tokens
+
+    @property
+    def placeholder_tokens(self) -> dict[str, int]:
+        if self._tokens is None:
+            from skillgpt.models.build import build_model
+
+            model, _ = build_model(self.cfg, on_meta=True)  # only the token layout is needed
+            self._tokens = dict(model.placeholder_tokens())
+        return self._tokens
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from skillgpt.models.llm import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.cfg.model.llm.path)
+        return self._tokenizer
+
+
+def _decode(kind: str, path: Path, data_cfg: DataConfig) -> Optional[str]:
+    """None if the file decodes, else the reason."""
+    from skillgpt.data.media import MediaItem, load_media
+
+    try:
+        if kind == "video":
+            from skillgpt.data.video import load_video
+
+            load_video(path, data_cfg.video)
+        else:
+            load_media(MediaItem(kind, (path,)), data_cfg)
+    except Exception as err:  # decoders raise many types; any failure here is a bad file
+        return str(err) or type(err).__name__
+    return None
+
+
+def _read(path: Path, report: SplitReport) -> Optional[list[Any]]:
+    """The file's JSON list (as ``read_samples`` reads it), or None with the problem recorded."""
+    problem = None
+    if not path.is_file():
+        problem = "data file not found"
+    else:
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            problem = f"not valid UTF-8 JSON: {err}"
+        else:
+            if not isinstance(records, list):
+                problem = f"expected a JSON list of sample objects, got {type(records).__name__}"
+    if problem:
+        report.errors.append(Problem(str(path), "-", "-", problem))
+        return None
+    return records
+
+
+def _named_files(rec: Any, root: Path) -> list[Path]:
+    """Every media path a sample names (all views of a view dict), for the cache key only."""
+    if not isinstance(rec, dict):
+        return []
+    out = []
+    for kind in ("video", "image", "audio"):
+        value = rec.get(kind)
+        for v in value if isinstance(value, list) else [value]:
+            for p in v.values() if isinstance(v, dict) else [v]:
+                if isinstance(p, str) and p:
+                    out.append(root / p)
+    return out
+
+
+def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, tools: _Tools, decode: bool,
+                    use_cache: bool, progress: bool, workers: int) -> SplitReport:
+    start = time.perf_counter()
+    report = SplitReport(name, str(path), decoded=decode)
+    file = str(path)
+    records = _read(path, report)
+    if records is None:
+        return report
+    root = Path(data_cfg.media_root) if data_cfg.media_root else path.parent
+
+    key = ""
+    if use_cache:
+        settings = _settings(cfg, data_cfg, name == cfg.eval.split, decode)
+        named = sorted({str(p) for rec in records for p in _named_files(rec, root)})
+        settings.update(file_sha256=_sha256(path), media=[[p, _stat(Path(p))] for p in named])
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        hit = _cache_read(cache_path(path)).get("entries", {}).get(key)
+        if hit:
+            cached = SplitReport.from_dict(hit["report"])
+            cached.split, cached.cached = name, True
+            cached.seconds = time.perf_counter() - start
+            return cached
+
+    labels = list(cfg.eval.labels)
+    checked = [_structure(rec, i, data_cfg, file, root, labels) for i, rec in enumerate(records)]
+    media = {(kind, p) for c in checked for _, kind, p in c.refs}
+    report.samples, report.media_files = len(records), len(media)
+    max_length = cfg.model.llm.max_length
+    seen_ids: dict[str, int] = {}
+    users: dict[tuple[str, Path], list[tuple[str, str]]] = {}  # media file -> (sample, field) using it
+    task = cfg.eval.task if name == cfg.eval.split else None
+    from skillgpt.data.templates import tokenize_conversation
+
+    tokenizer = tokens = None
+    if any(c.turns is not None for c in checked):  # built outside the loop: a build error is not a sample's
+        tokenizer, tokens = tools.tokenizer, tools.placeholder_tokens
+    for i, (rec, c) in enumerate(tqdm(list(zip(records, checked)), desc=f"validate {name}", unit="sample",
+                                      disable=not progress, file=sys.stderr)):
+        report.errors += c.problems
+        report.warnings += c.warnings
+        if c.sid in seen_ids:
+            report.warnings.append(Problem(file, c.sid, "id", f"repeats the id of sample #{seen_ids[c.sid]}"))
+        seen_ids.setdefault(c.sid, i)
+        if not isinstance(rec, dict):
+            continue
+        for fld, kind, p in c.refs:
+            users.setdefault((kind, p), []).append((c.sid, fld))
+        if isinstance(rec.get("label"), str):
+            report.labels[rec["label"]] = report.labels.get(rec["label"], 0) + 1
+        if isinstance(rec.get("scenario"), str):
+            report.scenarios[rec["scenario"]] = report.scenarios.get(rec["scenario"], 0) + 1
+        if task == "multiple_choice" and ("candidates" not in rec or "answer" not in rec):
+            report.errors.append(Problem(file, c.sid, "candidates", "eval.task=multiple_choice needs 'candidates' "
+                                         f"and 'answer' on the eval split ({name})"))
+        elif task == "score" and "score" not in rec:
+            report.errors.append(Problem(file, c.sid, "score",
+                                         f"eval.task=score needs 'score' on the eval split ({name})"))
+        elif task == "proficiency" and data_cfg.format == "conversation" and "label" not in rec:
+            report.warnings.append(Problem(file, c.sid, "label", "no label: eval.task=proficiency scores the eval "
+                                           f"split ({name}) against each sample's label"))
+        if c.turns is None:
+            continue
+        text_field = "caption" if data_cfg.format == "caption" else "conversations"
+        try:
+            ids = tokenize_conversation(c.turns, tokenizer, cfg.model.llm.template, tokens, sys.maxsize,
+                                        sample_id=f"{file}:{c.sid}")["input_ids"]
+        except ValueError as err:
+            report.errors.append(Problem(file, c.sid, text_field, str(err).removeprefix(f"sample {file}:{c.sid}: ")))
+            continue
+        report.max_tokens = max(report.max_tokens, len(ids))
+        if len(ids) > max_length:
+            report.over_length += 1
+            report.errors.append(Problem(file, c.sid, text_field, f"{len(ids)} tokens (text + visual) exceed "
+                                         f"model.llm.max_length={max_length}; training refuses it (raise "
+                                         "max_length or shorten the sample)"))
+
+    def check(kind_path: tuple[str, Path]) -> Optional[str]:
+        kind, p = kind_path
+        if not p.is_file():
+            return f"file not found: {p}"
+        return _decode(kind, p, data_cfg) if decode else None
+
+    todo = list(users)
+    bar = tqdm(total=len(todo), desc=f"decode {name}" if decode else f"find {name}", unit="file",
+               disable=not progress or not todo, file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for kp, problem in zip(todo, pool.map(check, todo)):
+            bar.update()
+            if problem:
+                (sid, fld), n = users[kp][0], len(users[kp]) - 1
+                also = f" (also used by {n} more sample(s))" if n else ""
+                report.errors.append(Problem(file, sid, fld, problem + also))
+    bar.close()
+    report.errors.sort(key=lambda p: seen_ids.get(p.sample, -1))  # in file order (stable within a sample)
+    report.warnings.sort(key=lambda p: seen_ids.get(p.sample, -1))
+    report.seconds = time.perf_counter() - start
+    if use_cache:
+        _cache_write(cache_path(path), key, report)
+    return report
+
+
+def _split_files(cfg: Config, split: str) -> list[tuple[str, Optional[str], DataConfig]]:
+    """(report name, file, data config) for a split: data.<split>, or the catalog datasets of data.mixture."""
+    if split == "train" and cfg.data.mixture:
+        from skillgpt.data.mixture import load_catalog
+
+        if not cfg.data.catalog:
+            raise ValueError("data.mixture needs data.catalog (the YAML file that names the datasets)")
+        catalog = load_catalog(cfg.data.catalog)
+        out = []
+        for name in cfg.data.mixture:
+            if name not in catalog:
+                raise ValueError(f"data.mixture.{name}: no such dataset in {cfg.data.catalog} (has {sorted(catalog)})")
+            entry = catalog[name]
+            out.append((f"train:{name}", entry.train,
+                        dataclasses.replace(cfg.data, format=entry.format, media_root=entry.media_root)))
+        return out
+    path = getattr(cfg.data, split)
+    return [(split, path if path and path != "???" else None, cfg.data)]
+
+
+def validate_config(cfg: Config, splits: str | Iterable[str] = SPLITS, *, tokenizer: Any = None,
+                    placeholder_tokens: Optional[dict[str, int]] = None, decode: bool = True,
+                    use_cache: bool = True, progress: bool = True, workers: int = 1) -> ValidationReport:
+    """Validate the config's data splits (see the module docstring); never raises for bad data.
+
+    Pass `tokenizer` and `placeholder_tokens` (``model.placeholder_tokens()``) when they exist already;
+    otherwise they are built on first need (the model on the meta device). Unchanged splits come from
+    the cache. `workers` threads check media files."""
+    names = [s.strip() for s in (splits.split(",") if isinstance(splits, str) else splits) if s.strip()]
+    unknown = [s for s in names if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"--splits: unknown split(s) {unknown}; expected some of {list(SPLITS)}")
+    tools = _Tools(cfg, tokenizer, dict(placeholder_tokens) if placeholder_tokens else None)
+    report = ValidationReport()
+    for split in names:
+        for name, file, data_cfg in _split_files(cfg, split):
+            if not file:
+                report.not_set.append(name)
+                continue
+            report.splits.append(_validate_split(name, Path(file), cfg, data_cfg, tools, decode, use_cache,
+                                                 progress, workers))
+    return report
