@@ -64,7 +64,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(trained_run, tmp_path: Pa
     ref_log, log = _log(reference), _log(killed)
     assert [r["step"] for r in log] == list(range(1, TOTAL_STEPS + 1))  # every step exactly once
     for a, b in zip(ref_log, log):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6) and a["lr"] == pytest.approx(b["lr"])
+        assert abs(a["loss"] - b["loss"]) <= 1e-6 and a["lr"] == pytest.approx(b["lr"])  # exact resume on CPU
     expected, got = _trained(reference / f"checkpoint-{TOTAL_STEPS}"), _trained(killed / f"checkpoint-{TOTAL_STEPS}")
     assert expected.keys() == got.keys()
     for name in expected:
