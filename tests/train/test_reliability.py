@@ -152,3 +152,13 @@ def test_out_of_memory_names_the_settings_to_lower(tiny_workspace, tmp_path, mon
     monkeypatch.setattr(SkillGPT, "forward", oom)
     with pytest.raises(MemoryError, match=r"train.micro_batch_size \(2.*model.llm.max_length.*data.video.num_clips"):
         train(_cfg(tiny_workspace, tmp_path / "run"))
+
+
+def test_a_checkpoint_for_another_architecture_is_refused_naming_the_difference(trained_run):
+    from skillgpt.models.build import build_model
+
+    cfg = trained_run.workspace.config(2, "arch", f"train.init_from={trained_run.stage_1}",
+                                       "model.projector.name=linear", "model.encoder.pool=2")
+    with pytest.raises(ValueError, match=r"another architecture: .*model.encoder.pool \(4 in the checkpoint, 2 here\)"
+                                         r".*model.projector.name \('mlp2x_gelu' in the checkpoint, 'linear' here\)"):
+        build_model(cfg)

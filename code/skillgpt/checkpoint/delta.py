@@ -10,6 +10,7 @@ Layout of one checkpoint folder:
 """
 from __future__ import annotations
 
+from functools import reduce
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
-from skillgpt.config import Config, load_resolved, save_config
+from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.models.skill_model import SkillGPT
 
 COMPLETE = "COMPLETE"
@@ -79,9 +80,26 @@ def _load_adapter(model: SkillGPT, folder: Path) -> None:
         model.llm = PeftModel.from_pretrained(model.llm, str(folder)).merge_and_unload()
 
 
-def load_trained_parts(model: SkillGPT, ckpt: Path) -> Config:
-    """Load what `ckpt` trained into `model` (built from a compatible config). Returns ckpt's config."""
+# Settings that decide the shapes of the trained parts: a checkpoint built with others is refused.
+ARCHITECTURE_KEYS = ("model.encoder.", "model.projector.", "model.context.", "model.audio.", "data.views",
+                     "data.view_mode", "data.video.num_clips", "data.video.frames_per_clip", "data.audio.num_clips")
+
+
+def check_architecture(ckpt_cfg: Config, cfg: Config, ckpt: Path) -> None:
+    """Raise naming every architecture setting in which `ckpt` differs from the model being built."""
+    differ = [k for k in config_diff(ckpt_cfg, cfg) if k.startswith(ARCHITECTURE_KEYS)]
+    if differ:
+        flat = lambda c, k: reduce(getattr, k.split("."), c)  # noqa: E731
+        shown = ", ".join(f"{k} ({flat(ckpt_cfg, k)!r} in the checkpoint, {flat(cfg, k)!r} here)" for k in differ[:6])
+        raise ValueError(f"{ckpt}: built for another architecture: {shown}")
+
+
+def load_trained_parts(model: SkillGPT, ckpt: Path, cfg: Config | None = None) -> Config:
+    """Load what `ckpt` trained into `model` (built from a compatible config; with `cfg`, architecture
+    settings are compared first). Returns ckpt's config."""
     ckpt_cfg = load_resolved(ckpt / "config.yaml")
+    if cfg is not None:
+        check_architecture(ckpt_cfg, cfg, ckpt)
     if (ckpt / "llm").is_dir():
         _load_full_llm(model, ckpt / "llm")
     if (ckpt / "projector.safetensors").is_file():

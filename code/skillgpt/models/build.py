@@ -76,6 +76,6 @@ def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTraine
     if cfg.train.init_from and not on_meta:
         from skillgpt.checkpoint.delta import load_trained_parts, resolve_checkpoint
 
-        load_trained_parts(model, resolve_checkpoint(cfg.train.init_from))
+        load_trained_parts(model, resolve_checkpoint(cfg.train.init_from), cfg)
     apply_freeze_policy(model, cfg.freeze, cfg.model.llm.lora)
     return model, (None if on_meta else load_tokenizer(cfg.model.llm.path))

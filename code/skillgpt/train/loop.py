@@ -167,7 +167,7 @@ def train(cfg: Config) -> Path:
         )
     total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * steps_per_epoch
     if previous:
-        load_trained_parts(model, previous[-1])
+        load_trained_parts(model, previous[-1], cfg)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
