@@ -162,3 +162,25 @@ def test_a_checkpoint_for_another_architecture_is_refused_naming_the_difference(
     with pytest.raises(ValueError, match=r"another architecture: .*model.encoder.pool \(4 in the checkpoint, 2 here\)"
                                          r".*model.projector.name \('mlp2x_gelu' in the checkpoint, 'linear' here\)"):
         build_model(cfg)
+
+
+def test_keep_best_keeps_the_lowest_val_loss_beside_the_last(tiny_workspace, tmp_path, capsys):
+    import re
+
+    from skillgpt.checkpoint.resume import best_checkpoint
+    from skillgpt.train.loop import train
+
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_workspace, out, "train.save_every=1", "train.max_steps=4", "train.keep_last=1",
+               "train.keep_best=val_loss", "train.lr=0.05")
+    cfg.train.keep_last = 1
+    train(cfg)
+    kept = list_checkpoints(out)
+    losses = {p.name: json.loads((p / "metrics.json").read_text())["val_loss"] for p in kept}
+    assert kept[-1].name == "checkpoint-4" and len(kept) <= 2
+    assert best_checkpoint(out, "val_loss") in kept and all(v == v for v in losses.values())
+    printed = dict(re.findall(r"step (\d+): val_loss ([\d.]+)", capsys.readouterr().out))
+    assert sorted(printed) == ["1", "2", "3", "4"]
+    best_step = min(printed, key=lambda k: float(printed[k]))
+    assert best_checkpoint(out, "val_loss").name == f"checkpoint-{best_step}"
+    assert {p.name for p in kept} == {"checkpoint-4", f"checkpoint-{best_step}"}

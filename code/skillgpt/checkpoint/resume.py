@@ -67,7 +67,8 @@ def _load_rng(folder: Path) -> None:
 
 
 def save_checkpoint(
-    engine, model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, state: TrainerState, run_dir: Path
+    engine, model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, state: TrainerState, run_dir: Path,
+    metrics: dict[str, float] | None = None,
 ) -> Path:
     """Write a complete checkpoint (all ranks must call this) and prune to `train.keep_last`.
 
@@ -86,6 +87,8 @@ def save_checkpoint(
         if _rank() == 0:
             save_trained_parts(model, cfg, tokenizer, tmp)
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+            if metrics:
+                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
             write_manifest(tmp)
             (tmp / COMPLETE).write_text("ok\n")
     except OSError as err:
@@ -98,10 +101,22 @@ def save_checkpoint(
             shutil.rmtree(final)
         tmp.rename(final)
         if cfg.train.keep_last > 0:
+            best = best_checkpoint(run_dir, cfg.train.keep_best) if cfg.train.keep_best else None
             for old in list_checkpoints(run_dir)[: -cfg.train.keep_last]:
-                shutil.rmtree(old)
+                if old != best:
+                    shutil.rmtree(old)
     _barrier()
     return final
+
+
+def best_checkpoint(run_dir: Path, metric: str) -> Path | None:
+    """The complete checkpoint with the lowest `metric` in its metrics.json (None if none has it)."""
+    scored = []
+    for ckpt in list_checkpoints(run_dir):
+        path = ckpt / "metrics.json"
+        if path.is_file() and metric in (values := json.loads(path.read_text())):
+            scored.append((values[metric], ckpt))
+    return min(scored, key=lambda t: t[0])[1] if scored else None
 
 
 def latest_valid_checkpoint(run_dir: Path) -> Path | None:

@@ -198,6 +198,7 @@ class TrainConfig:
     seed: int = 42
     save_every: int = 0  # optimizer steps between checkpoints; 0 = end of every epoch only
     keep_last: int = 2
+    keep_best: Optional[str] = None  # "val_loss": also keep the checkpoint with the lowest loss on data.val
     resume: bool = True
     allow_config_change: bool = False  # resume even when settings that change the run differ
     max_nonfinite: int = 5  # non-finite losses in a row (each micro-batch skipped) before the run stops

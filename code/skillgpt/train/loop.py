@@ -22,7 +22,7 @@ from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
 from skillgpt.checkpoint.resume import TrainerState, latest_valid_checkpoint, load_resume_state, save_checkpoint
 from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.data.cached_features import open_features
-from skillgpt.data.dataset import collate
+from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.data.augment import length_grouped
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
@@ -108,6 +108,19 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+@torch.no_grad()
+def validation_loss(engine, loader: DataLoader, device: torch.device) -> float:
+    """Mean loss over the validation loader (eval mode; the training mode is restored)."""
+    engine.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device),
+                      media_to(batch["media"], device))
+        total, count = total + loss.item() * len(batch["ids"]), count + len(batch["ids"])
+    engine.train()
+    return total / max(count, 1)
+
+
 def out_of_memory_advice(cfg: Config, batch: dict) -> str:
     """What to lower when a step runs out of accelerator memory."""
     return (f"out of memory in a training step (batch {batch['ids']}, {batch['input_ids'].shape[1]} tokens). "
@@ -184,6 +197,20 @@ def train(cfg: Config) -> Path:
             print(f"[skillgpt] resumed from {previous[-1]} at step {state.global_step}/{total_steps}")
 
     device = engine.device
+    val_loader = None
+    if tc.keep_best:
+        if tc.keep_best != "val_loss" or not cfg.data.val:
+            raise ValueError(f"train.keep_best: only 'val_loss' is supported and it needs data.val (got {tc.keep_best!r})")
+        val_set = SkillDataset(cfg.data.val, cfg.data, tokenizer, cfg.model.llm.template, model.placeholder_tokens(),
+                               cfg.model.llm.max_length)
+        val_loader = DataLoader(val_set, batch_size=tc.micro_batch_size, collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
+
+    def save(state: TrainerState) -> None:
+        metrics = {"val_loss": validation_loss(engine, val_loader, device)} if val_loader is not None else None
+        if metrics and rank == 0:
+            print(f"[skillgpt] step {state.global_step}: val_loss {metrics['val_loss']:.4f}")
+        save_checkpoint(engine, model, cfg, tokenizer, state, run_dir, metrics)
+
     bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
     saved_at = state.global_step if previous else -1
     stopping, bad_in_a_row = False, 0
@@ -217,7 +244,7 @@ def train(cfg: Config) -> Path:
                     _event(run_dir, rank, {"step": state.global_step, "epoch": state.epoch, "event": "nonfinite_loss",
                                            "batch": batch["ids"], "in_a_row": bad_in_a_row})
                     if bad_in_a_row >= tc.max_nonfinite:
-                        save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                        save(state)
                         raise FloatingPointError(
                             f"{bad_in_a_row} non-finite losses in a row at step {state.global_step} (train.max_nonfinite="
                             f"{tc.max_nonfinite}); checkpoint saved in {run_dir}. Lower train.lr or check the data "
@@ -244,7 +271,7 @@ def train(cfg: Config) -> Path:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                     bar.update(1)
                 if tc.save_every > 0 and state.global_step % tc.save_every == 0:
-                    save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                    save(state)
                     saved_at = state.global_step
                 stopping = _agreed(stop.signal is not None, world)
                 if state.global_step >= total_steps or stopping:
@@ -252,11 +279,11 @@ def train(cfg: Config) -> Path:
             if state.micro_step >= steps_per_epoch * tc.grad_accum:
                 state.epoch, state.micro_step = state.epoch + 1, 0
                 if tc.save_every == 0 and state.global_step != saved_at:
-                    save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+                    save(state)
                     saved_at = state.global_step
     bar.close()
     if saved_at != state.global_step:
-        save_checkpoint(engine, model, cfg, tokenizer, state, run_dir)
+        save(state)
     if stopping and rank == 0:
         name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal on another rank"
         print(f"[skillgpt] stopped by {name} at step {state.global_step}/{total_steps}; checkpoint saved. "
