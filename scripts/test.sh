@@ -31,4 +31,5 @@ ensure_chromium() {
 }
 ensure_chromium
 
+python bench/logits_check.py
 python -m pytest tests "$@"
