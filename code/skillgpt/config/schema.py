@@ -189,6 +189,7 @@ class TrainConfig:
     max_steps: int = -1  # optimizer steps; -1 = run all epochs
     micro_batch_size: int = 4
     grad_accum: int = 1
+    global_batch_size: Optional[int] = None  # set: grad_accum = global / (micro_batch_size x processes), checked
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03

@@ -41,3 +41,17 @@ def make_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
     )
     ds["bf16"] = {"enabled": use_bf16(tc.precision)}
     return ds
+
+
+def derive_grad_accum(tc, world_size: int) -> int:
+    """`train.global_batch_size` = micro_batch_size x grad_accum x processes: the accumulation steps it
+    implies for this many processes (so the global batch, and what is learned, does not change with the
+    number of GPUs). Without a global batch size, `train.grad_accum` as configured."""
+    if not tc.global_batch_size:
+        return tc.grad_accum
+    per_step = tc.micro_batch_size * world_size
+    if tc.global_batch_size % per_step:
+        raise ValueError(
+            f"train.global_batch_size {tc.global_batch_size} is not a multiple of micro_batch_size "
+            f"{tc.micro_batch_size} x {world_size} processes; change one of them")
+    return tc.global_batch_size // per_step

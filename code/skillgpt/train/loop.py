@@ -27,7 +27,7 @@ from skillgpt.data.augment import length_grouped
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.models.build import build_model
-from skillgpt.train.ds_config import make_deepspeed_config
+from skillgpt.train.ds_config import derive_grad_accum, make_deepspeed_config
 from skillgpt.train.schedule import warmup_cosine
 
 
@@ -144,13 +144,14 @@ def train(cfg: Config) -> Path:
     import deepspeed
 
     rank, world = init_distributed()
+    cfg.train.grad_accum = derive_grad_accum(cfg.train, world)
     seed_everything(cfg.train.seed)
     run_dir = Path(cfg.train.output_dir)
     newest = latest_valid_checkpoint(run_dir) if cfg.train.resume else None
     previous = [newest] if newest is not None else []
     if previous:
-        changed = [k for k in config_diff(load_resolved(previous[-1] / "config.yaml"), cfg)
-                   if not k.startswith(RESUME_SAFE_KEYS)]
+        safe = RESUME_SAFE_KEYS + (("train.grad_accum",) if cfg.train.global_batch_size else ())
+        changed = [k for k in config_diff(load_resolved(previous[-1] / "config.yaml"), cfg) if not k.startswith(safe)]
         if changed and not cfg.train.allow_config_change:
             raise ValueError(f"{previous[-1]}: resuming with settings that change the run: {', '.join(changed)}. "
                              "Restore them, start a new train.output_dir, or set train.allow_config_change=true")
