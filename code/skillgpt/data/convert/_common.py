@@ -20,7 +20,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 DEFAULT_VIEWS = ("ego", "exo1", "exo2", "exo3", "exo4")
 MAX_LISTED = 20  # errors / skipped entries shown in a message
@@ -174,6 +174,16 @@ def entry_list(data: Any, path: Path, key: Optional[str] = None) -> list[Any]:
         shape = f"an object with '{key}' or a list" if key else "a list"
         raise ConversionError(f"{path}: expected {shape} of entries, got {type(data).__name__}")
     return data
+
+
+def object_entries(input_path: Path, ctx: "Context") -> Iterator[tuple[int, str, dict]]:
+    """(index, entry label, entry) for each object in the input's JSON list; other values are reported."""
+    for i, e in enumerate(entry_list(read_structured(input_path), input_path)):
+        entry = ctx.entry(i, "id", e.get("id") if isinstance(e, dict) else None)
+        if not isinstance(e, dict):
+            ctx.error(entry, None, f"expected an object, got {type(e).__name__}")
+            continue
+        yield i, entry, e
 
 
 def id_of(key: Any) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from skillgpt.data.convert._common import Context, Conversion, entry_list, read_structured
+from skillgpt.data.convert._common import Context, Conversion, object_entries
 
 PLACEHOLDER = {"video": "<video>", "image": "<image>"}
 
@@ -60,11 +60,7 @@ def convert(input_path: Path, ctx: Context) -> Conversion:
     from skillgpt.data.templates import normalize_messages
 
     samples = []
-    for i, e in enumerate(entry_list(read_structured(input_path), input_path)):
-        entry = ctx.entry(i, "id", e.get("id") if isinstance(e, dict) else None)
-        if not isinstance(e, dict):
-            ctx.error(entry, None, f"expected an object, got {type(e).__name__}")
-            continue
+    for i, entry, e in object_entries(input_path, ctx):
         turns = _turns(e, ctx, entry)
         if turns is None:
             continue

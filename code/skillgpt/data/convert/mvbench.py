@@ -15,18 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skillgpt.data.convert._common import Context, Conversion, entry_list, letter, read_structured
+from skillgpt.data.convert._common import Context, Conversion, letter, object_entries
 
 INSTRUCTION = "Answer with the option's letter."
 
 
 def convert(input_path: Path, ctx: Context) -> Conversion:
     samples = []
-    for i, e in enumerate(entry_list(read_structured(input_path), input_path)):
-        entry = ctx.entry(i, "id", e.get("id") if isinstance(e, dict) else None)
-        if not isinstance(e, dict):
-            ctx.error(entry, None, f"expected an object, got {type(e).__name__}")
-            continue
+    for i, entry, e in object_entries(input_path, ctx):
         ok = True
         for name in ("video", "question"):
             if not isinstance(e.get(name), str) or not e[name].strip():
