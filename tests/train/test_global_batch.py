@@ -33,3 +33,18 @@ def test_training_with_a_global_batch_accumulates(tiny_workspace, tmp_path):
     assert len(steps) == 8 // 4  # 8 training samples, 4 per optimizer step
     assert load_resolved(out / "config.yaml").train.grad_accum == 2
     assert all("loss" in json.loads(s) for s in steps)
+
+
+def test_each_step_takes_the_same_micro_batches_on_any_number_of_processes():
+    from skillgpt.train.order import rank_share
+
+    order = list(range(100, 124))  # 24 samples: 3 steps of a global batch of 8
+    one = rank_share(order, micro_batch=2, grad_accum=4, world=1, rank=0)
+    assert one == order
+    for world, accum in ((2, 2), (4, 1)):
+        shares = [rank_share(order, 2, accum, world, r) for r in range(world)]
+        per_step = 2 * accum
+        for step in range(3):
+            mine = [s[step * per_step : (step + 1) * per_step] for s in shares]
+            assert sorted(i for m in mine for i in m) == order[step * 8 : (step + 1) * 8]
+    assert rank_share(order[:7], 2, 4, 1, 0) == []  # no partial step

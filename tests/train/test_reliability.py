@@ -118,26 +118,84 @@ def _cfg(ws, out: Path, *extra: str):
     return load_config(REPO / "config" / "stage_2.yaml", _command(ws, out, *extra)[5:])
 
 
-def test_a_nonfinite_loss_skips_the_batch_and_is_logged(tiny_workspace, tmp_path, monkeypatch):
+def _records(out: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+def _trained(ckpt: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**load_file(str(ckpt / "projector.safetensors")), **load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_a_nonfinite_loss_skips_the_step_and_is_logged(tiny_workspace, tmp_path, monkeypatch):
     from skillgpt.train.loop import train
 
     _nan_on({2}, monkeypatch)
     out = tmp_path / "run"
-    train(_cfg(tiny_workspace, out, "train.max_steps=3"))
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    train(_cfg(tiny_workspace, out, "train.max_steps=3", "train.save_every=1"))
+    events = _records(out, "events.jsonl")
     assert len(events) == 1 and events[0]["event"] == "nonfinite_loss" and len(events[0]["batch"]) == 2
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 3 and all(v == v for v in losses)  # three real steps, none NaN
+    steps = _records(out, "metrics.jsonl")
+    assert [r.get("skipped") for r in steps] == [None, "nonfinite_loss", None]
+    assert steps[0]["loss"] == steps[0]["loss"] and steps[2]["loss"] == steps[2]["loss"]  # not NaN
+    assert steps[2]["lr"] == steps[1]["lr"]  # the LR schedule did not advance on the skipped step
+    assert _same(_trained(out / "checkpoint-1"), _trained(out / "checkpoint-2"))  # weights untouched
+    assert not _same(_trained(out / "checkpoint-2"), _trained(out / "checkpoint-3"))
 
 
-def test_too_many_nonfinite_losses_stop_the_run_with_a_checkpoint(tiny_workspace, tmp_path, monkeypatch):
+def test_a_nonfinite_gradient_with_a_finite_loss_skips_the_step(tiny_workspace, tmp_path, monkeypatch):
+    """A NaN that appears only in the backward pass (e.g. an unstable custom op) is caught too."""
+    import torch
+
+    from skillgpt.models.skill_model import SkillGPT
+    from skillgpt.train.loop import train
+
+    real, calls = SkillGPT.forward, {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = real(self, *args, **kwargs)
+        if calls["n"] == 2:  # identity forward, NaN gradient
+            poison = next(p for p in self.projector.parameters() if p.requires_grad)
+            loss = loss + _nan_grad(poison)
+        return loss
+
+    def _nan_grad(p: torch.Tensor) -> torch.Tensor:
+        class NanGrad(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.sum() * 0
+
+            @staticmethod
+            def backward(ctx, g):
+                return torch.full(p.shape, float("nan"), dtype=p.dtype)
+
+        return NanGrad.apply(p)
+
+    monkeypatch.setattr(SkillGPT, "forward", forward)
+    out = tmp_path / "run"
+    train(_cfg(tiny_workspace, out, "train.max_steps=3", "train.save_every=1"))
+    steps = _records(out, "metrics.jsonl")
+    assert all(r["loss"] == r["loss"] for r in steps)  # every loss finite
+    assert [r.get("skipped") for r in steps] == [None, "nonfinite_grad", None]
+    assert _records(out, "events.jsonl")[0]["event"] == "nonfinite_grad"
+    assert _same(_trained(out / "checkpoint-1"), _trained(out / "checkpoint-2"))
+
+
+def test_too_many_nonfinite_steps_stop_the_run_with_a_checkpoint(tiny_workspace, tmp_path, monkeypatch):
     from skillgpt.train.loop import train
 
     _nan_on(None, monkeypatch)
     out = tmp_path / "run"
-    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row.*checkpoint saved"):
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row.*checkpoint saved"):
         train(_cfg(tiny_workspace, out, "train.max_nonfinite=3"))
-    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0"]
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]
+    assert len(_records(out, "events.jsonl")) == 3
 
 
 def test_out_of_memory_names_the_settings_to_lower(tiny_workspace, tmp_path, monkeypatch):

@@ -70,3 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(trained_run, tmp_path: Pa
     for name in expected:
         assert (expected[name] - got[name]).abs().max() < 1e-5, name
     assert not list(killed.glob(".tmp-*"))  # no half-written checkpoint left visible
+    # resume state is safetensors + JSON only: nothing a loader would have to unpickle
+    files = [p for p in (killed / f"checkpoint-{TOTAL_STEPS}").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".safetensors", ".json", ".yaml", ".md", ""}, sorted(map(str, files))
+    assert {p.name for p in files} >= {"optimizer.safetensors", "optimizer.json", "rng_rank0.safetensors"}

@@ -5,7 +5,8 @@ Layout of one checkpoint folder:
     projector.safetensors   when freeze.projector == full
     adapter/                standard PEFT adapter folder (when freeze.llm == lora)
     llm/                    full Hugging Face model + tokenizer folder (when freeze.llm == full)
-    trainer_state.json, rng.safetensors, deepspeed/   resume state (see skillgpt.checkpoint.resume)
+    trainer_state.json, rng_rank*.{safetensors,json}, optimizer.{safetensors,json}   resume state
+                            (see skillgpt.checkpoint.resume and skillgpt.checkpoint.optimizer)
     COMPLETE                written last; folders without it are ignored
 """
 from __future__ import annotations
@@ -43,18 +44,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found[-1]
 
 
-def save_trained_parts(model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    """Write the parts the freeze policy trained, and the resolved config."""
+def save_trained_parts(model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, out: Path,
+                       weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the parts the freeze policy trained, and the resolved config. `weights` ({parameter name:
+    full tensor}, see skillgpt.checkpoint.optimizer.gather_trainable) replaces the module's own values,
+    which ZeRO-3 leaves partitioned."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    weights = weights or {}
+
+    def part(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
+        state.update({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        return state
+
     if cfg.freeze.projector == "full":
-        state = {k: v.detach().float().contiguous().cpu() for k, v in model.projector.state_dict().items()}
-        save_file(state, str(out / "projector.safetensors"))
+        save_file(part("projector.", model.projector), str(out / "projector.safetensors"))
     if cfg.freeze.llm == "lora":
         model.llm.peft_config["default"].base_model_name_or_path = str(model.base_llm_path)
-        model.llm.save_pretrained(str(out / "adapter"))
+        adapter = {k[len("llm."):]: v.contiguous() for k, v in weights.items() if k.startswith("llm.")}
+        model.llm.save_pretrained(str(out / "adapter"), state_dict=adapter or None)
     elif cfg.freeze.llm == "full":
-        model.causal_lm.save_pretrained(str(out / "llm"))
+        model.causal_lm.save_pretrained(str(out / "llm"), state_dict=part("llm.", model.causal_lm) if weights else None)
         tokenizer.save_pretrained(str(out / "llm"))
 
 

@@ -1,4 +1,5 @@
-"""Resume state: step counters, RNG streams and the DeepSpeed optimizer/scheduler state.
+"""Resume state: step counters, RNG streams and the optimizer/scheduler state (safetensors + JSON, no
+pickle, independent of the number of processes: see skillgpt.checkpoint.optimizer).
 
 A checkpoint is written to `.tmp-checkpoint-N/`, marked COMPLETE and renamed into place, so a run killed
 mid-save leaves the previous checkpoint as the newest complete one.
@@ -20,19 +21,21 @@ from transformers import PreTrainedTokenizerBase
 
 from skillgpt.checkpoint.delta import CHECKPOINT_PREFIX, COMPLETE, list_checkpoints, save_trained_parts
 from skillgpt.checkpoint.manifest import verify_manifest, write_manifest
+from skillgpt.checkpoint.optimizer import gather_trainable, load_optimizer_state, save_optimizer_state
 from skillgpt.config import Config
 from skillgpt.models.skill_model import SkillGPT
-
-DS_TAG = "state"
 
 
 @dataclass
 class TrainerState:
-    """Where the run is: optimizer steps done, current epoch, micro-batches of that epoch consumed."""
+    """Where the run is: optimizer steps done, current epoch, optimizer steps of that epoch done, and
+    the global batch (samples per optimizer step over all processes) and process count that did them."""
 
     global_step: int = 0
     epoch: int = 0
-    micro_step: int = 0
+    step_in_epoch: int = 0
+    global_batch: int = 0
+    world_size: int = 1
 
 
 def _rank() -> int:
@@ -55,7 +58,13 @@ def _save_rng(folder: Path) -> None:
     (folder / f"rng_rank{_rank()}.json").write_text(json.dumps(py))
 
 
-def _load_rng(folder: Path) -> None:
+def _load_rng(folder: Path, seed: int) -> None:
+    """This rank's RNG streams; a rank the saving run did not have (more processes now) is seeded from
+    (seed, rank) instead."""
+    if not (folder / f"rng_rank{_rank()}.safetensors").is_file():
+        seed = seed * 7919 + _rank()
+        random.seed(seed), np.random.seed(seed % 2**32), torch.manual_seed(seed)
+        return
     tensors = load_file(str(folder / f"rng_rank{_rank()}.safetensors"))
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
@@ -80,12 +89,15 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     _barrier()
     try:
-        engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, save_latest=False, exclude_frozen_parameters=True)
-        tmp.mkdir(parents=True, exist_ok=True)
+        if _rank() == 0:
+            tmp.mkdir(parents=True)
+        _barrier()
+        weights = gather_trainable(model)  # collective: whole tensors whatever the ZeRO stage
+        save_optimizer_state(engine, model, tmp, write=_rank() == 0)
         _save_rng(tmp)
         _barrier()
         if _rank() == 0:
-            save_trained_parts(model, cfg, tokenizer, tmp)
+            save_trained_parts(model, cfg, tokenizer, tmp, weights)
             (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
             if metrics:
                 (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -130,8 +142,16 @@ def latest_valid_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def load_resume_state(engine, ckpt: Path) -> TrainerState:
-    """Restore optimizer/scheduler (DeepSpeed), RNG streams and counters from `ckpt`."""
-    engine.load_checkpoint(str(ckpt / "deepspeed"), tag=DS_TAG, load_module_strict=False)
-    _load_rng(ckpt)
-    return TrainerState(**json.loads((ckpt / "trainer_state.json").read_text()))
+def read_trainer_state(ckpt: Path) -> TrainerState:
+    try:
+        return TrainerState(**json.loads((ckpt / "trainer_state.json").read_text()))
+    except TypeError as err:
+        raise ValueError(f"{ckpt / 'trainer_state.json'}: not a trainer state of this SkillGPT version ({err})") from err
+
+
+def load_resume_state(engine, model: SkillGPT, ckpt: Path, seed: int) -> TrainerState:
+    """Restore optimizer/scheduler state, RNG streams and counters from `ckpt` (weights of the trained
+    parts are loaded into the model before the engine is built)."""
+    load_optimizer_state(engine, model, ckpt)
+    _load_rng(ckpt, seed)
+    return read_trainer_state(ckpt)

@@ -123,6 +123,8 @@ class LLMConfig:
     template: str = "vicuna_v0"  # conversation template name (skillgpt.data.templates)
     max_length: int = 512  # tokens per sample including visual tokens
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Low-resource mode: null (as stored) | 8bit | 4bit (NF4, QLoRA-style). Needs a CUDA GPU and bitsandbytes.
+    quantization: Optional[str] = None
 
 
 @dataclass

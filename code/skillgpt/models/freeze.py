@@ -4,7 +4,7 @@ from __future__ import annotations
 from peft import PeftModel
 
 from skillgpt.config.schema import FreezeConfig, LoraConfig
-from skillgpt.models.llm import add_lora
+from skillgpt.models.llm import add_lora, is_quantized
 from skillgpt.models.skill_model import SkillGPT
 
 
@@ -17,6 +17,9 @@ def apply_freeze_policy(model: SkillGPT, policy: FreezeConfig, lora: LoraConfig)
         raise ValueError(f"freeze.encoder: {policy.encoder!r} is not supported; the encoder is always 'frozen'")
     if policy.projector not in ("frozen", "full"):
         raise ValueError(f"freeze.projector: expected frozen or full, got {policy.projector!r}")
+    if policy.llm == "full" and is_quantized(model.causal_lm):
+        raise ValueError("freeze.llm: full fine-tuning of an 8/4-bit LLM is not possible; use freeze.llm=lora "
+                         "(QLoRA) or model.llm.quantization=null")
     if policy.llm == "lora" and not isinstance(model.llm, PeftModel):
         model.llm = add_lora(model.llm, lora)
     for p in model.encoder.parameters():

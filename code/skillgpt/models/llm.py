@@ -1,11 +1,12 @@
 """Causal LLM + tokenizer from a local folder, and LoRA on top of it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
+from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from skillgpt.config.schema import LLMConfig, LoraConfig
@@ -32,24 +33,63 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+BITSANDBYTES = "bitsandbytes==0.50.2"
+
+
+def quantization_config(cfg: LLMConfig, cuda: bool | None = None):
+    """bitsandbytes settings for `model.llm.quantization` (None when unset); refused without a CUDA GPU."""
+    if cfg.quantization is None:
+        return None
+    if cfg.quantization not in ("8bit", "4bit"):
+        raise ValueError(f"model.llm.quantization: expected null, 8bit or 4bit, got {cfg.quantization!r}")
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        raise ValueError(
+            f"model.llm.quantization={cfg.quantization}: loading the LLM in {cfg.quantization} needs a CUDA GPU "
+            "(bitsandbytes' kernels); this machine has none. Set model.llm.quantization=null to load it in "
+            f"model.llm.dtype ({cfg.dtype}), or run on a GPU machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"model.llm.quantization={cfg.quantization} needs bitsandbytes: pip install {BITSANDBYTES}") from err
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = DTYPES[cfg.dtype] if cfg.dtype != "float32" else torch.bfloat16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
 def load_llm(cfg: LLMConfig, on_meta: bool = False) -> PreTrainedModel:
-    """Load `AutoModelForCausalLM` from `cfg.path`; on_meta builds the architecture without weights."""
+    """Load `AutoModelForCausalLM` from `cfg.path`; on_meta builds the architecture without weights.
+    With `cfg.quantization` the base weights load in 8 or 4 bit onto this process's GPU (LOCAL_RANK)."""
     folder = check_llm_folder(cfg.path)
     if on_meta:
         config = AutoConfig.from_pretrained(folder)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.dtype])
+    quantization = quantization_config(cfg)
+    extra = {}
+    if quantization is not None:
+        extra = {"quantization_config": quantization, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
     return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+        folder, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, **extra
     )
 
 
+def is_quantized(llm: PreTrainedModel) -> bool:
+    return getattr(llm, "hf_quantizer", None) is not None
+
+
 def add_lora(llm: PreTrainedModel, cfg: LoraConfig) -> PreTrainedModel:
-    """Wrap the LLM with fresh LoRA adapters on `cfg.target_modules`."""
+    """Wrap the LLM with fresh LoRA adapters on `cfg.target_modules` (QLoRA-style on a quantized LLM:
+    norms in fp32, input gradients enabled, as peft prepares k-bit models)."""
     names = {name.rsplit(".", 1)[-1] for name, _ in llm.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
         raise ValueError(f"model.llm.lora.target_modules: {missing} not found in the LLM's modules")
+    if is_quantized(llm):
+        llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=False)
     peft_cfg = PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,

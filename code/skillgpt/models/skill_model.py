@@ -36,7 +36,7 @@ def pick_frames(pixels: Tensor, frames: int) -> Tensor:
 
 
 class SkillGPT(nn.Module):
-    """The whole model. `forward` returns the mean loss over supervised (label != -100) tokens only.
+    """The whole model. `forward` returns the loss over supervised (label != -100) tokens only.
 
     `encoder` and `projector` are ModuleDicts keyed by branch (video, context, audio); `branches` says
     which branches (in token order) fill each tower: `<video>` and `<image>` use the video tower,
@@ -139,13 +139,19 @@ class SkillGPT(nn.Module):
 
     # ---- training / scoring ------------------------------------------------------------------
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None, **_: Any
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None,
+        num_tokens: Optional[float] = None, **_: Any,
     ) -> Tensor:
+        """Cross-entropy over supervised tokens: their mean, or with `num_tokens` their sum divided by it
+        (the trainer passes the supervised-token count of the whole global batch, so how a batch is split
+        into micro-batches and processes does not change what is learned)."""
         hidden = self.hidden_states(input_ids, attention_mask, media)
         logits, targets, _ = self._supervised_logits(hidden, labels)
         if targets.numel() == 0:
             return hidden.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
-        return F.cross_entropy(logits, targets)
+        if num_tokens is None:
+            return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, reduction="sum") / num_tokens
 
     @torch.no_grad()
     def sequence_logprobs(

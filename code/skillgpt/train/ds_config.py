@@ -39,7 +39,15 @@ def make_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         zero_allow_untested_optimizer=True,
         steps_per_print=10**9,
     )
-    ds["bf16"] = {"enabled": use_bf16(tc.precision)}
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (1, 2, 3):
+        raise ValueError(f"{path}: zero_optimization.stage must be 1, 2 or 3 (got {stage}): SkillGPT relies on "
+                         "ZeRO to gather whole weights for checkpoints and to discard steps with non-finite gradients")
+    if stage == 3 and cfg.model.llm.quantization:
+        raise ValueError(f"{path}: ZeRO-3 cannot partition an 8/4-bit LLM (model.llm.quantization="
+                         f"{cfg.model.llm.quantization}); use a ZeRO-2 config such as dsconfig/stage_2.json")
+    # with bf16, ZeRO checks gradients for inf/NaN only when asked to
+    ds["bf16"] = {"enabled": use_bf16(tc.precision), "check_grad_overflow": True}
     return ds
 
 
@@ -55,3 +63,19 @@ def derive_grad_accum(tc, world_size: int) -> int:
             f"train.global_batch_size {tc.global_batch_size} is not a multiple of micro_batch_size "
             f"{tc.micro_batch_size} x {world_size} processes; change one of them")
     return tc.global_batch_size // per_step
+
+
+def offloads_optimizer(ds: dict[str, Any]) -> bool:
+    """True when the DeepSpeed config keeps the optimizer state on the CPU (or NVMe)."""
+    device = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device in ("cpu", "nvme")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], tc, ds: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW. With the optimizer offloaded, DeepSpeed's CPU Adam in AdamW mode (same update rule, the
+    step runs vectorised on the CPU; its C++ op is compiled on first use and cached)."""
+    if offloads_optimizer(ds):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, lr=tc.lr, weight_decay=tc.weight_decay, adamw_mode=True)
+    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)

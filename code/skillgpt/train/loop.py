@@ -19,20 +19,24 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
-from skillgpt.checkpoint.resume import TrainerState, latest_valid_checkpoint, load_resume_state, save_checkpoint
+from skillgpt.checkpoint.resume import (TrainerState, latest_valid_checkpoint, load_resume_state, read_trainer_state,
+                                       save_checkpoint)
 from skillgpt.config import Config, config_diff, load_resolved, save_config
 from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import SkillDataset, collate
-from skillgpt.data.augment import length_grouped
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.models.build import build_model
-from skillgpt.train.ds_config import derive_grad_accum, make_deepspeed_config
+from skillgpt.models.skill_model import IGNORE_INDEX
+from skillgpt.train.ds_config import derive_grad_accum, make_deepspeed_config, make_optimizer
+from skillgpt.train.order import epoch_order, rank_share
 from skillgpt.train.schedule import warmup_cosine
 
 
 def init_distributed() -> tuple[int, int]:
-    """Join (or, for a plain single process, create) the process group; returns (rank, world size)."""
+    """Join the launcher's process group, or create a one-process group for a plain `python -m
+    skillgpt.cli train`; returns (rank, world size). DeepSpeed's engine reads LOCAL_RANK and friends from
+    os.environ, so the one-process case sets them (on a free local port)."""
     import deepspeed
 
     if not dist.is_initialized():
@@ -49,17 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def epoch_indices(dataset: Dataset, seed: int, epoch: int, rank: int, world: int) -> list[int]:
-    """This rank's shuffled sample order for an epoch; depends only on (seed, epoch)."""
-    if isinstance(dataset, MixtureDataset):
-        order = dataset.epoch_order(seed, epoch)
-    else:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(dataset), generator=g).tolist()
-    per_rank = len(order) // world
-    return order[rank * per_rank : (rank + 1) * per_rank]
 
 
 def _log(run_dir: Path, record: dict) -> None:
@@ -84,7 +77,8 @@ def _truncate_log(run_dir: Path, step: int) -> None:
 
 
 # Settings that may differ on resume without changing what is trained.
-RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
+RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change", "train.output_dir",
+                    "train.deepspeed_config",
                     "data.num_workers", "data.feature_cache", "data.cache_videos", "eval.", "run_name")
 
 
@@ -139,24 +133,74 @@ def _agreed(flag: bool, world: int) -> bool:
     return bool(t.item() > 0)
 
 
+def _check_resume(previous: Path, cfg: Config, world: int, rank: int) -> None:
+    """Refuse to resume with settings that change the run (unless train.allow_config_change)."""
+    safe = RESUME_SAFE_KEYS + (("train.grad_accum",) if cfg.train.global_batch_size else ())
+    changed = [k for k in config_diff(load_resolved(previous / "config.yaml"), cfg) if not k.startswith(safe)]
+    saved = read_trainer_state(previous)
+    batch = cfg.train.micro_batch_size * cfg.train.grad_accum * world
+    if saved.global_batch and saved.global_batch != batch:
+        changed.append(f"global batch ({saved.global_batch} samples per step on {saved.world_size} process(es), "
+                       f"{batch} now on {world}; set train.global_batch_size to keep it)")
+    if changed and not cfg.train.allow_config_change:
+        raise ValueError(f"{previous}: resuming with settings that change the run: {', '.join(changed)}. "
+                         "Restore them, start a new train.output_dir, or set train.allow_config_change=true")
+    if changed and rank == 0:
+        print(f"[skillgpt] resuming {previous} with changed settings: {', '.join(changed)}")
+
+
+def supervised_tokens(labels: torch.Tensor) -> int:
+    """Tokens the loss is taken over (the next token is supervised)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def train_step(engine, micro_batches: list[dict], device: torch.device, world: int, cfg: Config) -> tuple[float, str | None]:
+    """Forward/backward every micro-batch of one optimizer step, then step. The loss is the sum over the
+    global batch's supervised tokens divided by their count (all processes), so the split into
+    micro-batches and processes does not change it. Returns (loss, None) or (loss, why the step was
+    skipped): a non-finite loss or gradient makes ZeRO discard the step (checked, not assumed)."""
+    count = torch.tensor(float(sum(supervised_tokens(b["labels"]) for b in micro_batches)))
+    if world > 1:
+        dist.all_reduce(count)
+    num_tokens = max(count.item(), 1.0)
+    total, bad_loss = torch.zeros(()), False
+    skipped_before = engine.skipped_steps
+    for batch in micro_batches:
+        try:
+            loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                          batch["labels"].to(device), media_to(batch["media"], device), num_tokens=num_tokens)
+        except torch.OutOfMemoryError as err:
+            raise MemoryError(out_of_memory_advice(cfg, batch)) from err
+        if not bool(torch.isfinite(loss.detach())):
+            bad_loss = True
+            loss = loss * float("nan")  # every gradient becomes NaN: ZeRO's overflow check discards the step
+        # DeepSpeed divides by the accumulation steps and averages over processes; both are in num_tokens.
+        engine.backward(loss * len(micro_batches) * world)
+        engine.step()
+        total += loss.detach().float().cpu()
+    if world > 1:
+        dist.all_reduce(total)
+    skipped = engine.skipped_steps > skipped_before
+    if (bad_loss or not bool(torch.isfinite(total))) and not skipped:
+        raise RuntimeError("a non-finite loss reached an optimizer step that was not discarded; "
+                           "use a ZeRO stage (1-3) in train.deepspeed_config")
+    if skipped:
+        return total.item(), "nonfinite_loss" if not bool(torch.isfinite(total)) else "nonfinite_grad"
+    return total.item(), None
+
+
 def train(cfg: Config) -> Path:
     """Run (or resume) the stage described by `cfg`; returns the newest checkpoint folder."""
     import deepspeed
 
     rank, world = init_distributed()
-    cfg.train.grad_accum = derive_grad_accum(cfg.train, world)
-    seed_everything(cfg.train.seed)
-    run_dir = Path(cfg.train.output_dir)
-    newest = latest_valid_checkpoint(run_dir) if cfg.train.resume else None
-    previous = [newest] if newest is not None else []
-    if previous:
-        safe = RESUME_SAFE_KEYS + (("train.grad_accum",) if cfg.train.global_batch_size else ())
-        changed = [k for k in config_diff(load_resolved(previous[-1] / "config.yaml"), cfg) if not k.startswith(safe)]
-        if changed and not cfg.train.allow_config_change:
-            raise ValueError(f"{previous[-1]}: resuming with settings that change the run: {', '.join(changed)}. "
-                             "Restore them, start a new train.output_dir, or set train.allow_config_change=true")
-        if changed and rank == 0:
-            print(f"[skillgpt] resuming {previous[-1]} with changed settings: {', '.join(changed)}")
+    tc = cfg.train
+    tc.grad_accum = derive_grad_accum(tc, world)
+    seed_everything(tc.seed)
+    run_dir = Path(tc.output_dir)
+    previous = latest_valid_checkpoint(run_dir) if tc.resume else None
+    if previous is not None:
+        _check_resume(previous, cfg, world, rank)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -170,32 +214,31 @@ def train(cfg: Config) -> Path:
               f"{run_dir / 'skipped_samples.jsonl'}", file=sys.stderr)
     dataset.features = open_features(cfg, model, dataset.media_items(), f"data.train ({cfg.data.train or 'mixture'})")
     dataset.augment = cfg.data.augment if cfg.data.augment.enabled else None
-    tc = cfg.train
+    global_batch = tc.micro_batch_size * tc.grad_accum * world
     epoch_size = dataset.epoch_size() if isinstance(dataset, MixtureDataset) else len(dataset)
-    micro_per_epoch = epoch_size // world // tc.micro_batch_size
-    steps_per_epoch = micro_per_epoch // tc.grad_accum
+    steps_per_epoch = epoch_size // global_batch
     if steps_per_epoch == 0:
         raise ValueError(
             f"data.train: {epoch_size} samples per epoch is less than one optimizer step "
             f"(micro_batch_size {tc.micro_batch_size} x grad_accum {tc.grad_accum} x {world} processes)"
         )
     total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * steps_per_epoch
-    if previous:
-        load_trained_parts(model, previous[-1], cfg)
+    if previous is not None:
+        load_trained_parts(model, previous, cfg)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    ds_config = make_deepspeed_config(cfg, world)
+    optimizer = make_optimizer(trainable, tc, ds_config)
     warmup = math.ceil(tc.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=warmup, total=total_steps, min_ratio=tc.min_lr_ratio))
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=make_deepspeed_config(cfg, world)
-    )
-    state = TrainerState()
-    if previous:
-        state = load_resume_state(engine, previous[-1])
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    state = TrainerState(global_batch=global_batch, world_size=world)
+    if previous is not None:
+        state = load_resume_state(engine, model, previous, tc.seed)
+        state.global_batch, state.world_size = global_batch, world
         if rank == 0:
             _truncate_log(run_dir, state.global_step)
-            print(f"[skillgpt] resumed from {previous[-1]} at step {state.global_step}/{total_steps}")
+            print(f"[skillgpt] resumed from {previous} at step {state.global_step}/{total_steps}")
 
     device = engine.device
     val_loader = None
@@ -213,72 +256,52 @@ def train(cfg: Config) -> Path:
         save_checkpoint(engine, model, cfg, tokenizer, state, run_dir, metrics)
 
     bar = tqdm(total=total_steps, initial=state.global_step, desc=f"stage {cfg.stage}", disable=rank != 0)
-    saved_at = state.global_step if previous else -1
+    saved_at = state.global_step if previous is not None else -1
     stopping, bad_in_a_row = False, 0
     with StopRequest() as stop:  # SIGTERM/SIGINT: finish the step, save, exit
         while state.global_step < total_steps and not stopping:
-            order = epoch_indices(dataset, tc.seed, state.epoch, rank, world)
-            if cfg.data.group_by_length:
-                order = length_grouped(order, dataset.group_keys(), tc.micro_batch_size)
             dataset.set_epoch(state.epoch, tc.seed)
-            order = order[: micro_per_epoch * tc.micro_batch_size][state.micro_step * tc.micro_batch_size :]
+            order = epoch_order(dataset, tc.seed, state.epoch, tc.micro_batch_size, cfg.data.group_by_length)
+            mine = rank_share(order[: steps_per_epoch * global_batch], tc.micro_batch_size, tc.grad_accum, world, rank)
             loader = DataLoader(
-                dataset, batch_size=tc.micro_batch_size, sampler=order, num_workers=cfg.data.num_workers,
-                collate_fn=partial(collate, pad_id=tokenizer.pad_token_id), pin_memory=torch.cuda.is_available(),
-                generator=torch.Generator().manual_seed(tc.seed + state.epoch),
+                dataset, batch_size=tc.micro_batch_size, sampler=mine[state.step_in_epoch * tc.grad_accum * tc.micro_batch_size :],
+                num_workers=cfg.data.num_workers, collate_fn=partial(collate, pad_id=tokenizer.pad_token_id),
+                pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(tc.seed + state.epoch),
             )
-            step_losses: list[float] = []
-            tic = time.time()
-            for batch in loader:
-                if state.micro_step >= steps_per_epoch * tc.grad_accum:
-                    break
-                media = media_to(batch["media"], device)
-                try:
-                    loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                  batch["labels"].to(device), media)
-                except torch.OutOfMemoryError as err:
-                    raise MemoryError(out_of_memory_advice(cfg, batch)) from err
-                if _agreed(not bool(torch.isfinite(loss.detach())), world):
-                    # a non-finite loss: this micro-batch is skipped (no backward, no step), logged, counted
-                    state.micro_step += 1
+            batches = iter(loader)
+            while state.step_in_epoch < steps_per_epoch and state.global_step < total_steps:
+                tic = time.time()
+                micro_batches = [next(batches) for _ in range(tc.grad_accum)]
+                lr = scheduler.get_last_lr()[0]  # the rate this step uses
+                loss, skipped = train_step(engine, micro_batches, device, world, cfg)
+                state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
+                record = {"step": state.global_step, "epoch": state.epoch, "loss": loss,
+                          "lr": lr, "seconds": round(time.time() - tic, 3)}
+                if skipped:  # the batch is used up, the weights, optimizer state and LR schedule stay
                     bad_in_a_row += 1
-                    _event(run_dir, rank, {"step": state.global_step, "epoch": state.epoch, "event": "nonfinite_loss",
-                                           "batch": batch["ids"], "in_a_row": bad_in_a_row})
-                    if bad_in_a_row >= tc.max_nonfinite:
-                        save(state)
-                        raise FloatingPointError(
-                            f"{bad_in_a_row} non-finite losses in a row at step {state.global_step} (train.max_nonfinite="
-                            f"{tc.max_nonfinite}); checkpoint saved in {run_dir}. Lower train.lr or check the data "
-                            f"(last batch: {batch['ids']}); see {run_dir / 'events.jsonl'}")
-                    continue
-                bad_in_a_row = 0
-                engine.backward(loss)
-                at_boundary = engine.is_gradient_accumulation_boundary()
-                engine.step()
-                state.micro_step += 1
-                step_losses.append(loss.item())
-                if not at_boundary:
-                    continue
-                state.global_step += 1
-                mean_loss = torch.tensor(sum(step_losses) / len(step_losses))
-                if world > 1:
-                    dist.all_reduce(mean_loss)
-                    mean_loss /= world
-                record = {"step": state.global_step, "epoch": state.epoch, "loss": mean_loss.item(),
-                          "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - tic, 3)}
-                step_losses, tic = [], time.time()
+                    record["skipped"] = skipped
+                    _event(run_dir, rank, {"step": state.global_step, "epoch": state.epoch, "event": skipped,
+                                           "batch": [i for b in micro_batches for i in b["ids"]], "in_a_row": bad_in_a_row})
+                else:
+                    bad_in_a_row = 0
                 if rank == 0:
                     _log(run_dir, record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}")
                     bar.update(1)
+                if bad_in_a_row >= tc.max_nonfinite:
+                    save(state)
+                    raise FloatingPointError(
+                        f"{bad_in_a_row} non-finite steps in a row at step {state.global_step} (train.max_nonfinite="
+                        f"{tc.max_nonfinite}); checkpoint saved in {run_dir}. Lower train.lr or check the data "
+                        f"(see {run_dir / 'events.jsonl'})")
                 if tc.save_every > 0 and state.global_step % tc.save_every == 0:
                     save(state)
                     saved_at = state.global_step
                 stopping = _agreed(stop.signal is not None, world)
-                if state.global_step >= total_steps or stopping:
+                if stopping:
                     break
-            if state.micro_step >= steps_per_epoch * tc.grad_accum:
-                state.epoch, state.micro_step = state.epoch + 1, 0
+            if state.step_in_epoch >= steps_per_epoch:
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
                 if tc.save_every == 0 and state.global_step != saved_at:
                     save(state)
                     saved_at = state.global_step
