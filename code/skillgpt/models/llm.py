@@ -36,13 +36,23 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 BITSANDBYTES = "bitsandbytes==0.50.2"
 
 
+def _gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def _quantized_device() -> int | str:
+    """Where a quantized LLM is placed: this process's GPU (LOCAL_RANK); the CPU only in tests, which
+    lift the GPU requirement to exercise the QLoRA path with bitsandbytes' CPU kernels."""
+    return int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+
+
 def quantization_config(cfg: LLMConfig, cuda: bool | None = None):
     """bitsandbytes settings for `model.llm.quantization` (None when unset); refused without a CUDA GPU."""
     if cfg.quantization is None:
         return None
     if cfg.quantization not in ("8bit", "4bit"):
         raise ValueError(f"model.llm.quantization: expected null, 8bit or 4bit, got {cfg.quantization!r}")
-    if not (torch.cuda.is_available() if cuda is None else cuda):
+    if not (_gpu_available() if cuda is None else cuda):
         raise ValueError(
             f"model.llm.quantization={cfg.quantization}: loading the LLM in {cfg.quantization} needs a CUDA GPU "
             "(bitsandbytes' kernels); this machine has none. Set model.llm.quantization=null to load it in "
@@ -71,7 +81,7 @@ def load_llm(cfg: LLMConfig, on_meta: bool = False) -> PreTrainedModel:
     quantization = quantization_config(cfg)
     extra = {}
     if quantization is not None:
-        extra = {"quantization_config": quantization, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+        extra = {"quantization_config": quantization, "device_map": {"": _quantized_device()}}
     return AutoModelForCausalLM.from_pretrained(
         folder, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, **extra
     )
