@@ -166,6 +166,7 @@ class DataConfig:
         default_factory=lambda: ["<video> Describe this video.", "<video> What happens in this clip?"]
     )
     num_workers: int = 0
+    prefetch_factor: int = 2  # batches each DataLoader worker prepares ahead (num_workers > 0)
     cache_videos: bool = False  # keep decoded clips in memory after the first epoch (small datasets)
     video: VideoConfig = field(default_factory=VideoConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -204,7 +205,8 @@ class TrainConfig:
     keep_best: Optional[str] = None  # "val_loss": also keep the checkpoint with the lowest loss on data.val
     resume: bool = True
     allow_config_change: bool = False  # resume even when settings that change the run differ
-    max_nonfinite: int = 5  # non-finite losses in a row (each micro-batch skipped) before the run stops
+    max_nonfinite: int = 5  # optimizer steps in a row skipped for a non-finite loss/gradient before the run stops
+    activation_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~30% more compute
 
 
 @dataclass

@@ -77,9 +77,10 @@ def _truncate_log(run_dir: Path, step: int) -> None:
 
 
 # Settings that may differ on resume without changing what is trained.
-RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change", "train.output_dir",
-                    "train.deepspeed_config",
-                    "data.num_workers", "data.feature_cache", "data.cache_videos", "eval.", "run_name")
+RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
+                    "train.output_dir", "train.deepspeed_config", "train.activation_checkpointing",
+                    "data.num_workers", "data.prefetch_factor", "data.feature_cache", "data.cache_videos", "eval.",
+                    "run_name")
 
 
 class StopRequest:
@@ -226,12 +227,15 @@ def train(cfg: Config) -> Path:
     if previous is not None:
         load_trained_parts(model, previous, cfg)
 
+    if tc.activation_checkpointing:  # non-reentrant: works with frozen embeddings and LoRA as is
+        model.causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     trainable = [p for p in model.parameters() if p.requires_grad]
     ds_config = make_deepspeed_config(cfg, world)
     optimizer = make_optimizer(trainable, tc, ds_config)
     warmup = math.ceil(tc.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=warmup, total=total_steps, min_ratio=tc.min_lr_ratio))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    engine.train()  # from_pretrained leaves the LLM in eval mode (no LoRA dropout); frozen encoders stay in eval
     state = TrainerState(global_batch=global_batch, world_size=world)
     if previous is not None:
         state = load_resume_state(engine, model, previous, tc.seed)
@@ -266,6 +270,7 @@ def train(cfg: Config) -> Path:
             loader = DataLoader(
                 dataset, batch_size=tc.micro_batch_size, sampler=mine[state.step_in_epoch * tc.grad_accum * tc.micro_batch_size :],
                 num_workers=cfg.data.num_workers, collate_fn=partial(collate, pad_id=tokenizer.pad_token_id),
+                prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
                 pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(tc.seed + state.epoch),
             )
             batches = iter(loader)
