@@ -12,31 +12,35 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("bits", ["8bit", "4bit"])
-def test_quantized_llm_is_refused_without_a_gpu(bits, tiny_workspace):
-    from skillgpt.models.llm import load_llm, quantization_config
+def test_quantized_llm_is_refused_without_a_gpu(bits, tiny_workspace, monkeypatch):
+    import skillgpt.models.llm as llm
 
     cfg = LLMConfig(path=str(tiny_workspace.llm), quantization=bits)
-    with pytest.raises(ValueError, match=f"model.llm.quantization={bits}: .*needs a CUDA GPU"):
-        quantization_config(cfg, cuda=False)
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
-            load_llm(cfg)
+            llm.load_llm(cfg)
+    monkeypatch.setattr(llm, "_gpu_available", lambda: False)
+    with pytest.raises(ValueError, match=f"model.llm.quantization={bits}: .*needs a CUDA GPU"):
+        llm.quantization_config(cfg)
 
 
-def test_unknown_quantization_and_unset_quantization():
-    from skillgpt.models.llm import quantization_config
+def test_unknown_quantization_and_unset_quantization(monkeypatch):
+    import skillgpt.models.llm as llm
 
+    monkeypatch.setattr(llm, "_gpu_available", lambda: True)
     with pytest.raises(ValueError, match="expected null, 8bit or 4bit, got '3bit'"):
-        quantization_config(LLMConfig(path="x", quantization="3bit"), cuda=True)
-    assert quantization_config(LLMConfig(path="x"), cuda=False) is None
+        llm.quantization_config(LLMConfig(path="x", quantization="3bit"))
+    monkeypatch.setattr(llm, "_gpu_available", lambda: False)
+    assert llm.quantization_config(LLMConfig(path="x")) is None
 
 
 def test_4bit_settings_on_a_gpu_machine(monkeypatch):
     """What a GPU run would load with: NF4, double quantisation, bf16 compute (needs bitsandbytes)."""
     pytest.importorskip("bitsandbytes")
-    from skillgpt.models.llm import quantization_config
+    import skillgpt.models.llm as llm
 
-    q = quantization_config(LLMConfig(path="x", quantization="4bit", dtype="bfloat16"), cuda=True)
+    monkeypatch.setattr(llm, "_gpu_available", lambda: True)
+    q = llm.quantization_config(LLMConfig(path="x", quantization="4bit", dtype="bfloat16"))
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert str(q.bnb_4bit_compute_dtype) == "torch.bfloat16"
 

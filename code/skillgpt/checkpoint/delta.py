@@ -54,8 +54,8 @@ def save_trained_parts(model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokeni
     weights = weights or {}
 
     def part(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-        state.update({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        state.update({k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items() if k not in state})
         return state
 
     if cfg.freeze.projector == "full":

@@ -7,7 +7,8 @@ a ZeRO-3 run saves exactly what a single-process run saves.
 `optimizer.safetensors` holds, per trainable parameter name, its fp32 master and Adam's two moments;
 `optimizer.json` the optimizer step, the LR scheduler and DeepSpeed's counters. Nothing in it depends on
 how many processes wrote it, so a run resumes on any number of processes and any ZeRO stage.
-All functions here are collective: every rank calls them.
+All functions here are collective: every rank calls them. They need ZeRO stage 1-3 (stage 0 is refused by
+skillgpt.train.ds_config), where every trainable parameter carries DeepSpeed's fragment mapping.
 """
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _full(param: nn.Parameter) -> torch.Tensor:
-    """A parameter's whole fp32 master value (its own data outside ZeRO)."""
-    value = safe_get_full_fp32_param(param)
-    shape = param.ds_shape if hasattr(param, "ds_shape") else param.shape  # ZeRO-3 keeps the full shape aside
-    return (value if value is not None else param.detach()).float().cpu().reshape(shape)
+def _shape(param: nn.Parameter) -> torch.Size:
+    return param.ds_shape if hasattr(param, "ds_shape") else param.shape  # ZeRO-3 keeps the full shape aside
+
+
+def _full(param: nn.Parameter, key: str | None = None) -> torch.Tensor:
+    """A parameter's whole fp32 master value (`key` None) or one of its optimizer states, on the CPU."""
+    value = safe_get_full_fp32_param(param) if key is None else safe_get_full_optimizer_state(param, key)
+    return value.float().cpu().reshape(_shape(param))
 
 
 def gather_trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -61,14 +65,8 @@ def save_optimizer_state(engine, model: nn.Module, folder: Path, write: bool) ->
     tensors: dict[str, torch.Tensor] = {}
     for name, p in trainable_parameters(model):
         tensors[f"{name}:fp32"] = _full(p)
-        for key in MOMENTS:
-            value = None
-            if step > 0:  # before the first step the optimizer holds no state: moments are zero
-                value = safe_get_full_optimizer_state(p, key)
-                if value is None:  # no ZeRO: the state is keyed by the parameter itself
-                    value = base.state[p][key]
-            tensors[f"{name}:{key}"] = (value.float().cpu().reshape(tensors[f"{name}:fp32"].shape)
-                                        if value is not None else torch.zeros_like(tensors[f"{name}:fp32"]))
+        for key in MOMENTS:  # before the first step the optimizer holds no state: moments are zero
+            tensors[f"{name}:{key}"] = _full(p, key) if step > 0 else torch.zeros(_shape(p))
     if not write:
         return
     save_file(tensors, str(folder / TENSORS_FILE))
@@ -84,13 +82,11 @@ def save_optimizer_state(engine, model: nn.Module, folder: Path, write: bool) ->
 
 def _initialise_state(engine, base: torch.optim.Optimizer, step: int) -> None:
     """Create Adam's state (zeros, `step`) for the optimizer's own parameters, as its first step would."""
-    zero = engine.optimizer
-    flat = getattr(zero, "fp32_partitioned_groups_flat", None) or getattr(zero, "single_partition_of_fp32_groups", None)
-    owners = flat if flat is not None else [p for group in base.param_groups for p in group["params"]]
-    for p in owners:  # ZeRO-3 / ZeRO-1,2 flat fp32 partitions, or the parameters themselves
+    zero = engine.optimizer  # the state belongs to its flat fp32 partitions (ZeRO-3 / ZeRO-1,2 names)
+    for p in getattr(zero, "fp32_partitioned_groups_flat", None) or zero.single_partition_of_fp32_groups:
         count = torch.tensor(float(step)) if isinstance(base, torch.optim.AdamW) else step  # DeepSpeed CPU Adam: int
         base.state[p] = {"step": count, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-    link = getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
+    link = getattr(zero, "_lazy_init_hp_params_optimizer_state", None)
     if link is not None:  # ZeRO-1/2: point each parameter's fragment at the new state
         link()
 
@@ -145,11 +141,7 @@ def load_optimizer_state(engine, model: nn.Module, folder: Path) -> None:
         if saved["step"] == 0:
             continue
         for key in MOMENTS:
-            value = tensors[f"{name}:{key}"].to(engine.device)
-            if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
-                _set_full(p, value, key)
-            else:
-                base.state[p][key].copy_(value)
+            _set_full(p, tensors[f"{name}:{key}"].to(engine.device), key)
     for group, lr in zip(base.param_groups, saved["lr"]):
         group["lr"] = lr
     if saved["scheduler"] is not None and engine.lr_scheduler is not None:

@@ -63,7 +63,9 @@ def _load_rng(folder: Path, seed: int) -> None:
     (seed, rank) instead."""
     if not (folder / f"rng_rank{_rank()}.safetensors").is_file():
         seed = seed * 7919 + _rank()
-        random.seed(seed), np.random.seed(seed % 2**32), torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
         return
     tensors = load_file(str(folder / f"rng_rank{_rank()}.safetensors"))
     torch.set_rng_state(tensors["torch"])

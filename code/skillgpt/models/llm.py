@@ -37,6 +37,7 @@ BITSANDBYTES = "bitsandbytes==0.50.2"
 
 
 def _gpu_available() -> bool:
+    """Whether 8/4-bit loading is allowed here (tests replace this to run bitsandbytes' CPU kernels)."""
     return torch.cuda.is_available()
 
 
@@ -46,13 +47,13 @@ def _quantized_device() -> int | str:
     return int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
 
 
-def quantization_config(cfg: LLMConfig, cuda: bool | None = None):
+def quantization_config(cfg: LLMConfig):
     """bitsandbytes settings for `model.llm.quantization` (None when unset); refused without a CUDA GPU."""
     if cfg.quantization is None:
         return None
     if cfg.quantization not in ("8bit", "4bit"):
         raise ValueError(f"model.llm.quantization: expected null, 8bit or 4bit, got {cfg.quantization!r}")
-    if not (_gpu_available() if cuda is None else cuda):
+    if not _gpu_available():
         raise ValueError(
             f"model.llm.quantization={cfg.quantization}: loading the LLM in {cfg.quantization} needs a CUDA GPU "
             "(bitsandbytes' kernels); this machine has none. Set model.llm.quantization=null to load it in "

@@ -164,7 +164,7 @@ def train_step(engine, micro_batches: list[dict], device: torch.device, world: i
     if world > 1:
         dist.all_reduce(count)
     num_tokens = max(count.item(), 1.0)
-    total, bad_loss = torch.zeros(()), False
+    total = torch.zeros((), device=device)
     skipped_before = engine.skipped_steps
     for batch in micro_batches:
         try:
@@ -172,22 +172,22 @@ def train_step(engine, micro_batches: list[dict], device: torch.device, world: i
                           batch["labels"].to(device), media_to(batch["media"], device), num_tokens=num_tokens)
         except torch.OutOfMemoryError as err:
             raise MemoryError(out_of_memory_advice(cfg, batch)) from err
-        if not bool(torch.isfinite(loss.detach())):
-            bad_loss = True
-            loss = loss * float("nan")  # every gradient becomes NaN: ZeRO's overflow check discards the step
+        # a non-finite loss is multiplied by NaN so that every gradient becomes NaN and ZeRO's overflow check
+        # discards the step (no host sync here: the check happens once, after the step)
+        loss = loss * torch.where(torch.isfinite(loss.detach()), 1.0, float("nan"))
         # DeepSpeed divides by the accumulation steps and averages over processes; both are in num_tokens.
         engine.backward(loss * len(micro_batches) * world)
         engine.step()
-        total += loss.detach().float().cpu()
+        total += loss.detach().float()
     if world > 1:
         dist.all_reduce(total)
-    skipped = engine.skipped_steps > skipped_before
-    if (bad_loss or not bool(torch.isfinite(total))) and not skipped:
+    value, skipped = total.item(), engine.skipped_steps > skipped_before
+    if not math.isfinite(value) and not skipped:
         raise RuntimeError("a non-finite loss reached an optimizer step that was not discarded; "
                            "use a ZeRO stage (1-3) in train.deepspeed_config")
     if skipped:
-        return total.item(), "nonfinite_loss" if not bool(torch.isfinite(total)) else "nonfinite_grad"
-    return total.item(), None
+        return value, "nonfinite_grad" if math.isfinite(value) else "nonfinite_loss"
+    return value, None
 
 
 def train(cfg: Config) -> Path:
