@@ -40,8 +40,8 @@ SETTINGS = [
 ]
 
 
-def count(preset: str) -> dict[str, int]:
-    """Parameter counts of the stage-2 model built on the meta device."""
+def meta_model(preset: str):
+    """The stage-2 model of `preset` built on the meta device (exact shapes, no weights)."""
     from skillgpt.config import load_config
     from skillgpt.models.build import build_model
 
@@ -49,7 +49,12 @@ def count(preset: str) -> dict[str, int]:
         (Path(tmp) / "config.json").write_text(json.dumps(LLM_CONFIGS[preset]))
         cfg = load_config(REPO / "config" / "stage_2.yaml", [f"preset={preset}", f"model.llm.path={tmp}",
                                                              "train.init_from=null"])
-        model, _ = build_model(cfg, on_meta=True)
+        return build_model(cfg, on_meta=True)[0]
+
+
+def count(preset: str) -> dict[str, int]:
+    """Parameter counts of the stage-2 model built on the meta device."""
+    model = meta_model(preset)
     llm = model.causal_lm
     emb = llm.get_input_embeddings().weight.numel()
     head = 0 if LLM_CONFIGS[preset]["tie_word_embeddings"] else llm.get_output_embeddings().weight.numel()

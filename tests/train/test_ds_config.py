@@ -44,3 +44,10 @@ def test_zero_stage_0_is_refused(tiny_workspace, tmp_path):
     ds.write_text('{"zero_optimization": {"stage": 0}}')
     with pytest.raises(ValueError, match=r"z0.json: zero_optimization.stage must be 1, 2 or 3 \(got 0\)"):
         make_deepspeed_config(tiny_workspace.config(2, "q", f"train.deepspeed_config={ds}"), 1)
+
+
+def test_compile_with_zero_3_is_refused(tiny_workspace):
+    cfg = tiny_workspace.config(2, "c", f"train.deepspeed_config={REPO}/dsconfig/zero3.json", "train.compile=true")
+    with pytest.raises(ValueError, match=r"zero3.json: train.compile works with ZeRO-1/2 only"):
+        make_deepspeed_config(cfg, 1)
+    make_deepspeed_config(tiny_workspace.config(2, "c", "train.compile=true"), 1)  # ZeRO-2: accepted

@@ -34,3 +34,30 @@ def test_activation_checkpointing_and_loader_workers_keep_the_losses(tiny_worksp
     monkeypatch.setattr(hf, "checkpoint", real)
     workers = _losses(tiny_workspace, tmp_path / "workers", "data.num_workers=1", "data.prefetch_factor=1")
     assert max(abs(a - b) for a, b in zip(reference, workers)) < 1e-6
+
+
+def test_compile_keeps_the_losses_and_really_compiles(tiny_workspace, tmp_path):
+    """train.compile traces the decoder layers and encoders (aot_eager: dynamo + AOT autograd without
+    inductor's C++ build, so the test stays fast) and learns the same as eager."""
+    import torch._dynamo
+
+    reference = _losses(tiny_workspace, tmp_path / "eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = _losses(tiny_workspace, tmp_path / "compiled", "train.compile=true", "train.compile_backend=aot_eager")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # a decoder layer and the encoder
+    assert max(abs(a - b) for a, b in zip(reference, compiled)) < 1e-5
+    torch._dynamo.reset()
+
+
+def test_optimizer_uses_the_fused_adamw_kernel_where_torch_has_one():
+    import torch
+
+    from skillgpt.config.schema import TrainConfig
+    from skillgpt.train.ds_config import fused_adamw_available, make_optimizer
+
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert fused_adamw_available(cpu)
+    assert make_optimizer(cpu, TrainConfig(output_dir="x"), {}).defaults["fused"] is True
+    assert not fused_adamw_available([torch.nn.Parameter(torch.zeros(3, device="meta"))])
+    assert not fused_adamw_available([])

@@ -84,7 +84,10 @@ def _initialise_state(engine, base: torch.optim.Optimizer, step: int) -> None:
     """Create Adam's state (zeros, `step`) for the optimizer's own parameters, as its first step would."""
     zero = engine.optimizer  # the state belongs to its flat fp32 partitions (ZeRO-3 / ZeRO-1,2 names)
     for p in getattr(zero, "fp32_partitioned_groups_flat", None) or zero.single_partition_of_fp32_groups:
-        count = torch.tensor(float(step)) if isinstance(base, torch.optim.AdamW) else step  # DeepSpeed CPU Adam: int
+        if isinstance(base, torch.optim.AdamW):  # a tensor; the fused kernel wants it beside the parameter
+            count = torch.tensor(float(step), device=p.device if base.defaults.get("fused") else "cpu")
+        else:  # DeepSpeed CPU Adam: an int
+            count = step
         base.state[p] = {"step": count, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
     link = getattr(zero, "_lazy_init_hp_params_optimizer_state", None)
     if link is not None:  # ZeRO-1/2: point each parameter's fragment at the new state

@@ -207,6 +207,8 @@ class TrainConfig:
     allow_config_change: bool = False  # resume even when settings that change the run differ
     max_nonfinite: int = 5  # optimizer steps in a row skipped for a non-finite loss/gradient before the run stops
     activation_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~30% more compute
+    compile: bool = False  # torch.compile each LLM decoder layer and the encoders (first steps pay the compile)
+    compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager / eager for debugging)
 
 
 @dataclass

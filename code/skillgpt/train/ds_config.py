@@ -46,6 +46,9 @@ def make_deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
     if stage == 3 and cfg.model.llm.quantization:
         raise ValueError(f"{path}: ZeRO-3 cannot partition an 8/4-bit LLM (model.llm.quantization="
                          f"{cfg.model.llm.quantization}); use a ZeRO-2 config such as dsconfig/stage_2.json")
+    if stage == 3 and cfg.train.compile:
+        raise ValueError(f"{path}: train.compile works with ZeRO-1/2 only (ZeRO-3 gathers each layer's weights in "
+                         "hooks that torch.compile cannot trace); use a ZeRO-2 config or train.compile=false")
     # with bf16, ZeRO checks gradients for inf/NaN only when asked to
     ds["bf16"] = {"enabled": use_bf16(tc.precision), "check_grad_overflow": True}
     return ds
@@ -72,10 +75,20 @@ def offloads_optimizer(ds: dict[str, Any]) -> bool:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], tc, ds: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW. With the optimizer offloaded, DeepSpeed's CPU Adam in AdamW mode (same update rule, the
-    step runs vectorised on the CPU; its C++ op is compiled on first use and cached)."""
+    """AdamW: torch's fused kernel (one kernel for all parameters; on the CPU ~20x faster than the default
+    per-tensor loop for a 1 M-parameter tensor) where every parameter's device has it. With the optimizer
+    offloaded, DeepSpeed's CPU Adam in AdamW mode (same update rule, vectorised on the CPU; its C++ op is
+    compiled on first use and cached)."""
     if offloads_optimizer(ds):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(params, lr=tc.lr, weight_decay=tc.weight_decay, adamw_mode=True)
-    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused_adamw_available(params))
+
+
+def fused_adamw_available(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch has a fused AdamW kernel for every parameter (floating point, on a supported device)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)

@@ -27,6 +27,7 @@ from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.models.build import build_model
+from skillgpt.models.compile import compile_blocks
 from skillgpt.models.skill_model import IGNORE_INDEX
 from skillgpt.train.ds_config import derive_grad_accum, make_deepspeed_config, make_optimizer
 from skillgpt.train.order import epoch_order, rank_share
@@ -78,7 +79,7 @@ def _truncate_log(run_dir: Path, step: int) -> None:
 
 # Settings that may differ on resume without changing what is trained.
 RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
-                    "train.output_dir", "train.deepspeed_config", "train.activation_checkpointing",
+                    "train.output_dir", "train.deepspeed_config", "train.activation_checkpointing", "train.compile",
                     "data.num_workers", "data.prefetch_factor", "data.feature_cache", "data.cache_videos", "eval.",
                     "run_name")
 
@@ -229,6 +230,11 @@ def train(cfg: Config) -> Path:
 
     if tc.activation_checkpointing:  # non-reentrant: works with frozen embeddings and LoRA as is
         model.causal_lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if tc.compile:
+        compiled = compile_blocks(model, tc.compile_backend)
+        if rank == 0:
+            print(f"[skillgpt] train.compile: {len(compiled)} blocks compiled with {tc.compile_backend} "
+                  "(the first steps include compile time)")
     trainable = [p for p in model.parameters() if p.requires_grad]
     ds_config = make_deepspeed_config(cfg, world)
     optimizer = make_optimizer(trainable, tc, ds_config)
