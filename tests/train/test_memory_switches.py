@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -15,10 +17,15 @@ def _losses(ws, out: Path, *extra: str) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_activation_checkpointing_and_loader_workers_keep_the_losses(tiny_workspace, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def reference(tiny_workspace, tmp_path_factory) -> list[float]:
+    """Losses of the plain run every switch is compared with."""
+    return _losses(tiny_workspace, tmp_path_factory.mktemp("plain"))
+
+
+def test_activation_checkpointing_and_loader_workers_keep_the_losses(tiny_workspace, reference, tmp_path, monkeypatch):
     import transformers.modeling_utils as hf
 
-    reference = _losses(tiny_workspace, tmp_path / "plain")
     calls = {"n": 0}
     real = hf.checkpoint  # what transformers' activation checkpointing calls
 
@@ -36,12 +43,11 @@ def test_activation_checkpointing_and_loader_workers_keep_the_losses(tiny_worksp
     assert max(abs(a - b) for a, b in zip(reference, workers)) < 1e-6
 
 
-def test_compile_keeps_the_losses_and_really_compiles(tiny_workspace, tmp_path):
+def test_compile_keeps_the_losses_and_really_compiles(tiny_workspace, reference, tmp_path):
     """train.compile traces the decoder layers and encoders (aot_eager: dynamo + AOT autograd without
     inductor's C++ build, so the test stays fast) and learns the same as eager."""
     import torch._dynamo
 
-    reference = _losses(tiny_workspace, tmp_path / "eager")
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = _losses(tiny_workspace, tmp_path / "compiled", "train.compile=true", "train.compile_backend=aot_eager")
