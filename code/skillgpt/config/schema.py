@@ -119,7 +119,7 @@ class LoraConfig:
 class LLMConfig:
     path: str = MISSING  # local folder with config.json, weights and tokenizer
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # auto (FlashAttention 2 where it can run, else SDPA) | sdpa | eager | ...
     template: str = "vicuna_v0"  # conversation template name (skillgpt.data.templates)
     max_length: int = 512  # tokens per sample including visual tokens
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -1,6 +1,7 @@
 """Causal LLM + tokenizer from a local folder, and LoRA on top of it."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -71,6 +72,17 @@ def quantization_config(cfg: LLMConfig):
                               bnb_4bit_compute_dtype=compute)
 
 
+def attention_implementation(cfg: LLMConfig) -> str:
+    """`auto`: FlashAttention 2 where it can run (a CUDA GPU, the flash-attn package, bf16/fp16 weights),
+    PyTorch's SDPA elsewhere; any other value is passed to transformers as given."""
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    half = cfg.dtype in ("bfloat16", "float16") or cfg.quantization is not None
+    if half and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def load_llm(cfg: LLMConfig, on_meta: bool = False) -> PreTrainedModel:
     """Load `AutoModelForCausalLM` from `cfg.path`; on_meta builds the architecture without weights.
     With `cfg.quantization` the base weights load in 8 or 4 bit onto this process's GPU (LOCAL_RANK)."""
@@ -84,7 +96,7 @@ def load_llm(cfg: LLMConfig, on_meta: bool = False) -> PreTrainedModel:
     if quantization is not None:
         extra = {"quantization_config": quantization, "device_map": {"": _quantized_device()}}
     return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, **extra
+        folder, dtype=DTYPES[cfg.dtype], attn_implementation=attention_implementation(cfg), **extra
     )
 
 
