@@ -67,3 +67,12 @@ def test_optimizer_uses_the_fused_adamw_kernel_where_torch_has_one():
     assert make_optimizer(cpu, TrainConfig(output_dir="x"), {}).defaults["fused"] is True
     assert not fused_adamw_available([torch.nn.Parameter(torch.zeros(3, device="meta"))])
     assert not fused_adamw_available([])
+
+
+def test_unknown_compile_backend_is_named(tiny_workspace):
+    from skillgpt.models.build import build_model
+    from skillgpt.models.compile import compile_blocks
+
+    model, _ = build_model(tiny_workspace.config(2, "b", "train.init_from=null"))
+    with pytest.raises(ValueError, match=r"train.compile_backend: unknown torch.compile backend 'inducter'"):
+        compile_blocks(model, "inducter")

@@ -13,6 +13,11 @@ def compile_blocks(model: SkillGPT, backend: str = "inductor") -> list[str]:
 
     Decoder layers are the classes the transformers model declares as not splittable
     (`_no_split_modules`), so no module-name matching is involved."""
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise ValueError(f"train.compile_backend: unknown torch.compile backend {backend!r}; expected one of {known}")
     lm = model.causal_lm
     layer_classes = set(getattr(lm, "_no_split_modules", None) or [])
     if not layer_classes:
