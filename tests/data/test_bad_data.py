@@ -3,6 +3,8 @@
 Every entry has a documented outcome: `ok` (decodes and trains) or the field/problem the report names.
 `error` stops before training listing every bad sample; `skip` keeps exactly the good ones and lists
 the rest. Whole-file problems (malformed JSON, non-UTF-8) stop both policies, naming the file.
+`skillgpt data validate` refuses exactly the samples training refuses, plus those whose fields only
+evaluation reads are bad (VALIDATE_ONLY: training does not read them, so it keeps those samples).
 """
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ import numpy as np
 import pytest
 
 from skillgpt.data.dataset import DataError, SkillDataset
+from skillgpt.data.validate import validate_config
 from skillgpt.models.build import build_model
 
 QUESTION = "<video>\nWhat is the proficiency level of this athlete?"
+# samples training keeps (it reads none of these fields) and validate reports, with the problem it names
+VALIDATE_ONLY = {"bad_score": "field 'score': expected a number", "answer_not_a_candidate": "field 'answer'"}
 
 
 def _mp4(path: Path, frames: int = 16, size: tuple[int, int] = (64, 48), fps: int = 8, gray: bool = False,
@@ -94,13 +99,32 @@ def build_corpus(root: Path) -> tuple[list[dict], dict[str, str]]:
     }
     samples = [_sample(name, path) for name, (path, _) in media.items()]
     expected = {name: outcome for name, (_, outcome) in media.items()}
+    openai_turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ""}]
     annotations = {
-        "missing_field": ({"id": "missing_field", "video": "good.mp4"}, "no 'conversations' field"),
-        "unknown_label": (_sample("unknown_label", "good.mp4", label="Grandmaster"), "field 'label' is 'Grandmaster'"),
+        "missing_field": ({"id": "missing_field", "video": "good.mp4"}, "field 'conversations': missing"),
+        "unknown_label": (_sample("unknown_label", "good.mp4", label="Grandmaster"),
+                          "field 'label': 'Grandmaster' is not in eval.labels"),
+        "label_not_a_string": (_sample("label_not_a_string", "good.mp4", label=3), "field 'label': 3 is not in"),
         "missing_placeholder": (_sample("missing_placeholder", "good.mp4", question="Level?"), "0 <video> placeholder"),
         "extra_placeholder": (_sample("extra_placeholder", "good.mp4", question=QUESTION + " <video>"), "2 <video>"),
-        "over_long": (_sample("over_long", "good.mp4", answer="very " * 3000 + "long"), "exceed max_length"),
-        "empty_answer": (_sample("empty_answer", "good.mp4", answer="  "), "assistant turn in 'conversations' is empty"),
+        "placeholder_in_answer": (_sample("placeholder_in_answer", "good.mp4", answer="see <video>"),
+                                  "assistant turn 1 holds the placeholder <video>"),
+        "over_long": (_sample("over_long", "good.mp4", answer="very " * 3000 + "long"),
+                      "exceed model.llm.max_length"),
+        "empty_answer": (_sample("empty_answer", "good.mp4", answer="  "),
+                         "field 'conversations': assistant turn 1 is empty"),
+        "empty_openai_answer": ({"id": "empty_openai_answer", "video": "good.mp4", "conversations": openai_turns},
+                                "field 'conversations': assistant turn 1 is empty"),
+        "turns_not_a_list": ({"id": "turns_not_a_list", "video": "good.mp4", "conversations": 7},
+                             "field 'conversations': a conversation must be a non-empty list"),
+        "turn_without_role": (_sample("turn_without_role", "good.mp4") | {"conversations": [{"value": QUESTION}]},
+                              "field 'conversations': turn 0 has no 'from' or 'role'"),
+        "video_not_a_path": (_sample("video_not_a_path", "good.mp4") | {"video": 5}, "field 'video': must be a path"),
+        "nested_video_list": (_sample("nested_video_list", "good.mp4") | {"video": [["good.mp4"]]},
+                              "field 'video[0]'"),
+        "bad_score": (_sample("bad_score", "good.mp4", score="high"), "ok"),
+        "answer_not_a_candidate": (_sample("answer_not_a_candidate", "good.mp4", candidates=["a", "b"], answer="c"),
+                                   "ok"),
         "fine": (_sample("fine", "good.mp4"), "ok"),
     }
     samples += [s for s, _ in annotations.values()]
@@ -117,9 +141,13 @@ def corpus(tmp_path_factory):
     return root, expected
 
 
+def _config(ws, root: Path, policy: str = "error"):
+    return ws.config(2, "bad", "train.init_from=null", f"data.on_bad_sample={policy}", "data.cache_videos=false",
+                     "data.video.num_clips=2", f"data.train={root / 'data.json'}", "data.val=null", "data.test=null")
+
+
 def _dataset(ws, root: Path, policy: str) -> SkillDataset:
-    cfg = ws.config(2, "bad", "train.init_from=null", f"data.on_bad_sample={policy}", "data.cache_videos=false",
-                    "data.video.num_clips=2")
+    cfg = _config(ws, root, policy)
     model, tok = build_model(cfg)
     return SkillDataset(root / "data.json", cfg.data, tok, cfg.model.llm.template, model.placeholder_tokens(),
                         cfg.model.llm.max_length, labels=list(cfg.eval.labels))
@@ -156,3 +184,20 @@ def test_whole_file_problems_stop_both_policies(tiny_workspace, tmp_path, policy
         (tmp_path / "data.json").write_bytes(content)
         with pytest.raises(DataError, match=problem):
             _dataset(tiny_workspace, tmp_path, policy)
+
+
+def test_validate_refuses_what_training_refuses(tiny_workspace, corpus):
+    """One set of checks: validate's errors name the samples training refuses (with the same problem),
+    and besides them only the samples whose evaluation-only fields are bad."""
+    root, expected = corpus
+    cfg = _config(tiny_workspace, root)
+    model, tok = build_model(cfg)
+    report = validate_config(cfg, ["train"], tokenizer=tok, placeholder_tokens=model.placeholder_tokens(),
+                             progress=False, use_cache=False)
+    found: dict[str, list[str]] = {}
+    for p in report.errors:
+        found.setdefault(p.sample, []).append(str(p))
+    dataset_refuses = {k for k, v in expected.items() if v != "ok"}
+    assert set(found) == dataset_refuses | set(VALIDATE_ONLY), report.format()
+    for sid, problem in {**{k: expected[k] for k in dataset_refuses}, **VALIDATE_ONLY}.items():
+        assert any(problem in line and str(root / "data.json") in line for line in found[sid]), (sid, found[sid])

@@ -14,17 +14,15 @@ from transformers import PreTrainedTokenizerBase
 
 from skillgpt.config.schema import AugmentConfig, DataConfig
 from skillgpt.data.augment import AugmentParams, apply_spatial, draw_params, sample_generator
-from skillgpt.data.templates import count_placeholders, get_template, tokenize_conversation
+from skillgpt.data.checks import Problem, check_sample, missing_media, to_conversation, tokenize_sample
+from skillgpt.data.templates import get_template
 from skillgpt.data.video import MediaError
-from skillgpt.data.media import (
-    PLACEHOLDER_OF, DataError, MediaItem, Payload, collate_media, expand_view_placeholders, load_media,
-    missing_files, sample_media,
-)
+from skillgpt.data.media import DataError, MediaItem, Payload, collate_media, load_media
 
 if TYPE_CHECKING:
     from skillgpt.data.cached_features import CachedFeatures
 
-__all__ = ["DataError", "SkillDataset", "collate", "read_samples"]
+__all__ = ["DataError", "SkillDataset", "collate", "read_samples", "to_conversation"]
 
 IGNORE_INDEX = -100
 
@@ -43,11 +41,10 @@ def read_samples(json_path: str | Path) -> list[dict[str, Any]]:
     return samples
 
 
-def to_conversation(sample: dict[str, Any], fmt: str, prompts: list[str], index: int) -> list[dict[str, str]]:
-    """The sample's turns; caption pairs become one fixed-prompt question and the caption as answer."""
-    if fmt == "caption":
-        return [{"from": "human", "value": prompts[index % len(prompts)]}, {"from": "gpt", "value": sample["caption"]}]
-    return sample["conversations"]
+def _refusal(problems: list[Problem]) -> DataError:
+    """One line for a refused sample: file, sample id and field of the first problem, then the others."""
+    first, rest = problems[0], problems[1:]
+    return DataError(str(first) + "".join(f"; field '{p.field}': {p.message}" for p in rest))
 
 
 @dataclass
@@ -91,7 +88,7 @@ class SkillDataset(Dataset):
         for i, rec in enumerate(tqdm(self.records, desc=f"check {self.path.name}", disable=len(self.records) < 500)):
             sid = str(rec.get("id", f"#{i}"))
             try:
-                self.examples.append(self._example(i, rec, sid, tokenizer, placeholder_tokens, max_length, labels))
+                self.examples.append(self._example(i, rec, tokenizer, placeholder_tokens, max_length, labels))
             except (DataError, MediaError, ValueError) as err:
                 problems.append((sid, str(err)))
         if problems and cfg.on_bad_sample == "error":
@@ -106,46 +103,30 @@ class SkillDataset(Dataset):
         self.augment: Optional[AugmentConfig] = None  # set by training (never in eval); see set_epoch
         self.seed, self.epoch = 0, 0
 
-    def _example(self, i: int, rec: dict[str, Any], sid: str, tokenizer: PreTrainedTokenizerBase,
+    def _example(self, i: int, rec: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
                  placeholder_tokens: dict[str, int], max_length: int, labels: Optional[list[str]]) -> Example:
-        """Validate one record (fields, label, media present and decodable, placeholders, length)."""
-        cfg, where = self.cfg, f"{self.path}: sample {sid}"
-        needed = "caption" if cfg.format == "caption" else "conversations"
-        if needed not in rec:
-            raise DataError(f"{where} has no '{needed}' field (data.format={cfg.format})")
-        if labels is not None and "label" in rec and rec["label"] not in labels:
-            raise DataError(f"{where}: field 'label' is {rec['label']!r}; expected one of {labels}")
-        items = sample_media(rec, self.root, cfg, where)
-        absent = missing_files(items)
-        if absent:
-            raise DataError(f"{where}: media file not found: {absent[0]}")
-        turns = expand_view_placeholders(to_conversation(rec, cfg.format, cfg.caption_prompts, i), cfg)
-        try:
-            empty = [t for t in turns if t.get("from") in ("gpt", "assistant") and not str(t.get("value", "")).strip()]
-        except AttributeError as err:
-            raise DataError(f"{where}: field 'conversations' must be a list of turns") from err
-        if empty:
-            raise DataError(f"{where}: an assistant turn in 'conversations' is empty")
-        counts = count_placeholders(turns)
-        for kind, placeholder in PLACEHOLDER_OF.items():
-            n_media = sum(it.kind == kind for it in items)
-            if counts.get(placeholder, 0) != n_media:
-                raise DataError(f"{where} has {counts.get(placeholder, 0)} {placeholder} placeholder(s) "
-                                f"but {n_media} {kind}(s)")
-        try:
-            tok = tokenize_conversation(turns, tokenizer, self.template, placeholder_tokens, max_length,
-                                        sample_id=f"{self.path}:{sid}")
-        except ValueError as err:
-            raise DataError(f"{where}: {err}") from err
+        """Check one record: the shared checks (``skillgpt.data.checks``: fields, label, media fields,
+        placeholders), then media files present, length, and (``data.probe_media``) decodable."""
+        cfg, file = self.cfg, str(self.path)
+        checked = check_sample(rec, i, cfg, file, self.root, labels)
+        problems = checked.errors + missing_media(checked, file)
+        if problems:  # the fields only evaluation reads (checked.metadata) do not stop training
+            raise _refusal(problems)
+        tok, problem = tokenize_sample(checked, cfg.format, file, tokenizer, self.template, placeholder_tokens,
+                                       max_length)
+        if problem is not None:
+            raise _refusal([problem])
+        assert tok is not None  # tokenize_sample returns ids whenever it finds no problem
         if cfg.probe_media:  # decode now: a broken file fails here, not mid-epoch
-            for it in items:
+            for fld, it in checked.media:
                 try:
                     pixels = load_media(it, cfg)
                 except MediaError as err:
-                    raise MediaError(f"{where}: {err}") from err
+                    raise MediaError(str(Problem(file, checked.sid, fld, str(err)))) from err
                 if cfg.cache_videos:
                     self._media_cache[it] = pixels
-        return Example(sid, tok["input_ids"], tok["labels"], items, rec.get("scenario"))
+        return Example(checked.sid, tok["input_ids"], tok["labels"], [it for _, it in checked.media],
+                       rec.get("scenario"))
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Augmented samples depend on (seed, epoch, index) only, so resumed runs see the same ones."""

@@ -1,12 +1,13 @@
 """`skillgpt data validate`: check a config's data splits before training, and remember the result.
 
 For every split (``data.train``/``val``/``test``; the catalog datasets of ``data.mixture`` for train) and
-every sample: the fields the format needs, media fields (views included), that each media file exists
-**and decodes** (videos with ``load_video``, images and audio with ``load_media``), placeholder vs
-media counts, no placeholder in assistant turns, the tokenized length (text + visual tokens) against
-``model.llm.max_length`` (``SkillDataset`` refuses longer samples), ``label`` in ``eval.labels``, numeric
-``score``, ``candidates``/``answer`` that match, the fields ``eval.task`` needs on the eval split, and
-counts of labels and scenarios. Every problem names the file, the sample id and the field.
+every sample: the per-sample checks of :mod:`skillgpt.data.checks`, the same ones ``SkillDataset`` applies
+(fields the format needs, media fields, placeholder vs media counts, assistant turns neither empty nor
+holding a placeholder, ``label`` in ``eval.labels``, the tokenized length against ``model.llm.max_length``)
+plus the fields only evaluation reads (numeric ``score``, ``candidates``/``answer`` that match, the fields
+``eval.task`` needs on the eval split); that each media file exists **and decodes** (videos with
+``load_video``, images and audio with ``load_media``); counts of labels and scenarios. Every problem
+names the file, the sample id and the field.
 
 ``validate_config(cfg, splits)`` returns a :class:`ValidationReport`; ``report.raise_for_errors()``
 raises one ``DataError`` listing them. Results are cached per split in ``<data stem>.validate-cache.json``
@@ -23,38 +24,26 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional
 
 from tqdm import tqdm
 
 from skillgpt.config.schema import Config, DataConfig
+from skillgpt.data.checks import Problem, check_sample, eval_task_problems, structure_problems, tokenize_sample
 
 # The data pipeline (torch, transformers) is imported inside the functions that need it, so a run
 # answered from the cache costs no more than reading the data file.
 
 __all__ = ["Problem", "SplitReport", "ValidationReport", "structure_problems", "validate_config"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: empty assistant turns became errors (shared checks)
 CACHE_SUFFIX = ".validate-cache.json"
 CACHE_ENTRIES = 8  # results kept per data file (several configs may share one)
 SPLITS = ("train", "val", "test")
 _TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens", "spiece", "config.json")
-
-
-@dataclass
-class Problem:
-    file: str
-    sample: str  # sample id ("#i" without one; "-" for the whole file)
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.sample == "-" else f"{self.file}: sample {self.sample}"
-        return f"{where}: field '{self.field}': {self.message}" if self.field != "-" else f"{where}: {self.message}"
 
 
 @dataclass
@@ -151,127 +140,6 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "splits": [s.to_dict() for s in self.splits], "not_set": self.not_set}
-
-
-# ---------------------------------------------------------------------------------- structure
-
-
-@dataclass
-class _Checked:
-    """One sample after the checks that need no tokenizer or decoding."""
-
-    sid: str
-    problems: list[Problem]
-    refs: list[tuple[str, str, Path]]  # (field, kind, file) per media file
-    turns: Optional[list[dict[str, str]]]
-    warnings: list[Problem] = field(default_factory=list)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _structure(rec: Any, index: int, data_cfg: DataConfig, file: str, root: Path,
-               labels: Optional[Sequence[str]] = None) -> _Checked:
-    from skillgpt.data.dataset import to_conversation
-    from skillgpt.data.media import PLACEHOLDER_OF, DataError, expand_view_placeholders, sample_media
-    from skillgpt.data.templates import PLACEHOLDERS, count_placeholders, normalize_messages
-
-    sid = str(rec.get("id", f"#{index}")) if isinstance(rec, dict) else f"#{index}"
-    problems: list[Problem] = []
-    warnings: list[Problem] = []
-    add = lambda fld, msg: problems.append(Problem(file, sid, fld, msg))  # noqa: E731
-    warn = lambda fld, msg: warnings.append(Problem(file, sid, fld, msg))  # noqa: E731
-    if not isinstance(rec, dict):
-        add("-", f"expected an object, got {type(rec).__name__}")
-        return _Checked(sid, problems, [], None, warnings)
-    where = f"{file}: sample {sid}"
-    fmt = data_cfg.format
-    needed = "caption" if fmt == "caption" else "conversations"
-
-    refs: list[tuple[str, str, Path]] = []
-    n_media: Counter[str] = Counter()
-    media_ok = True
-    for kind in ("video", "image", "audio"):
-        value = rec.get(kind)
-        if not value:  # as sample_media: an absent or empty field has no media
-            continue
-        values = value if isinstance(value, list) else [value]
-        for j, v in enumerate(values):
-            fld = f"{kind}[{j}]" if isinstance(value, list) else kind
-            try:
-                items = sample_media({kind: v}, root, data_cfg, where)
-            except DataError as err:
-                add(fld, str(err).removeprefix(where + ": "))
-                media_ok = False
-                continue
-            for it in items:
-                n_media[kind] += 1
-                refs += [(fld + (f".{view}" if view else ""), kind, p) for view, p in zip(it.views, it.paths)]
-
-    turns = None
-    if needed not in rec:
-        add(needed, f"missing (data.format={fmt} needs '{needed}')")
-    else:
-        try:
-            turns = to_conversation(rec, fmt, list(data_cfg.caption_prompts), index)
-            turns = expand_view_placeholders(turns, data_cfg)
-            msgs = normalize_messages(turns)
-            counts = count_placeholders(turns)
-        except (ValueError, TypeError, KeyError, AttributeError) as err:
-            add(needed, str(err))
-            turns = None
-        if turns is not None:
-            for j, m in enumerate(msgs):
-                found = [p for p in PLACEHOLDERS if p in m["content"]] if m["role"] == "assistant" else []
-                if found:
-                    add(needed, f"assistant turn {j} holds the placeholder {found[0]} (only human turns may)")
-                    turns = None
-            for j, m in enumerate(msgs):
-                if m["role"] == "assistant" and not m["content"].strip():
-                    warn(needed, f"assistant turn {j} is empty (nothing to learn from it)")
-            for kind, ph in PLACEHOLDER_OF.items() if turns is not None else ():
-                if media_ok and counts.get(ph, 0) != n_media[kind]:
-                    fld = needed if fmt == "conversation" else kind
-                    add(fld, f"{counts.get(ph, 0)} {ph} placeholder(s) but {n_media[kind]} {kind} item(s)"
-                        + (" (data.caption_prompts hold the placeholder)" if fmt == "caption" else ""))
-                    turns = None
-
-    if "id" in rec and not isinstance(rec["id"], (str, int)):
-        add("id", f"expected a string, got {rec['id']!r}")
-    for name in ("label", "scenario"):
-        if name in rec and not isinstance(rec[name], str):
-            add(name, f"expected a string, got {rec[name]!r}")
-    if isinstance(rec.get("label"), str) and labels is not None and rec["label"] not in labels:
-        add("label", f"{rec['label']!r} is not in eval.labels {list(labels)}")
-    if "score" in rec and not _number(rec["score"]):
-        add("score", f"expected a number, got {rec['score']!r}")
-    if "candidates" in rec or "answer" in rec:
-        cands = rec.get("candidates")
-        if not isinstance(cands, list) or len(cands) < 2 or not all(isinstance(c, str) for c in cands):
-            add("candidates", f"expected a list of at least 2 strings, got {cands!r}")
-        elif "answer" not in rec:
-            add("answer", "missing (a sample with 'candidates' needs the correct one)")
-        else:
-            from skillgpt.eval.tasks import answer_index
-
-            try:
-                answer_index(rec, where)
-            except ValueError as err:
-                add("answer", str(err).removeprefix(where + ": "))
-    return _Checked(sid, problems, refs, turns, warnings)
-
-
-def structure_problems(rec: Any, index: int, fmt: str, file: str,
-                       data_cfg: Optional[DataConfig] = None) -> list[Problem]:
-    """Problems of one sample found without a tokenizer or decoding (fields, media fields, placeholders).
-
-    Without `data_cfg` (converters), a view-dict ``video`` is checked with all of its views."""
-    if data_cfg is None:
-        video = rec.get("video") if isinstance(rec, dict) else None
-        data_cfg = DataConfig(train=None, format=fmt, views=list(video) if isinstance(video, dict) else [])
-    root = Path(data_cfg.media_root) if data_cfg.media_root else Path(file).parent
-    return _structure(rec, index, data_cfg, file, root).problems
 
 
 # ---------------------------------------------------------------------------------- cache
@@ -444,22 +312,18 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
             return cached
 
     labels = list(cfg.eval.labels)
-    checked = [_structure(rec, i, data_cfg, file, root, labels) for i, rec in enumerate(records)]
+    checked = [check_sample(rec, i, data_cfg, file, root, labels) for i, rec in enumerate(records)]
     media = {(kind, p) for c in checked for _, kind, p in c.refs}
     report.samples, report.media_files = len(records), len(media)
-    max_length = cfg.model.llm.max_length
     seen_ids: dict[str, int] = {}
     users: dict[tuple[str, Path], list[tuple[str, str]]] = {}  # media file -> (sample, field) using it
     task = cfg.eval.task if name == cfg.eval.split else None
-    from skillgpt.data.templates import tokenize_conversation
-
     tokenizer = tokens = None
     if any(c.turns is not None for c in checked):  # built outside the loop: a build error is not a sample's
         tokenizer, tokens = tools.tokenizer, tools.placeholder_tokens
     for i, (rec, c) in enumerate(tqdm(list(zip(records, checked)), desc=f"validate {name}", unit="sample",
                                       disable=not progress, file=sys.stderr)):
-        report.errors += c.problems
-        report.warnings += c.warnings
+        report.errors += c.errors + c.metadata  # validate checks evaluation's fields too
         if c.sid in seen_ids:
             report.warnings.append(Problem(file, c.sid, "id", f"repeats the id of sample #{seen_ids[c.sid]}"))
         seen_ids.setdefault(c.sid, i)
@@ -467,39 +331,27 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
             continue
         for fld, kind, p in c.refs:
             users.setdefault((kind, p), []).append((c.sid, fld))
-        if isinstance(rec.get("label"), str):
-            report.labels[rec["label"]] = report.labels.get(rec["label"], 0) + 1
-        if isinstance(rec.get("scenario"), str):
-            report.scenarios[rec["scenario"]] = report.scenarios.get(rec["scenario"], 0) + 1
-        if task == "multiple_choice" and ("candidates" not in rec or "answer" not in rec):
-            report.errors.append(Problem(file, c.sid, "candidates", "eval.task=multiple_choice needs 'candidates' "
-                                         f"and 'answer' on the eval split ({name})"))
-        elif task == "score" and "score" not in rec:
-            report.errors.append(Problem(file, c.sid, "score",
-                                         f"eval.task=score needs 'score' on the eval split ({name})"))
-        elif task == "proficiency" and data_cfg.format == "conversation" and "label" not in rec:
-            report.warnings.append(Problem(file, c.sid, "label", "no label: eval.task=proficiency scores the eval "
-                                           f"split ({name}) against each sample's label"))
+        for counted, counts in (("label", report.labels), ("scenario", report.scenarios)):
+            if isinstance(rec.get(counted), str):
+                counts[rec[counted]] = counts.get(rec[counted], 0) + 1
+        errors, warnings = eval_task_problems(rec, c.sid, task, name, data_cfg.format, file)
+        report.errors += errors
+        report.warnings += warnings
         if c.turns is None:
             continue
-        text_field = "caption" if data_cfg.format == "caption" else "conversations"
-        try:
-            ids = tokenize_conversation(c.turns, tokenizer, cfg.model.llm.template, tokens, sys.maxsize,
-                                        sample_id=f"{file}:{c.sid}")["input_ids"]
-        except ValueError as err:
-            report.errors.append(Problem(file, c.sid, text_field, str(err).removeprefix(f"sample {file}:{c.sid}: ")))
-            continue
-        report.max_tokens = max(report.max_tokens, len(ids))
-        if len(ids) > max_length:
-            report.over_length += 1
-            report.errors.append(Problem(file, c.sid, text_field, f"{len(ids)} tokens (text + visual) exceed "
-                                         f"model.llm.max_length={max_length}; training refuses it (raise "
-                                         "max_length or shorten the sample)"))
+        tok, problem = tokenize_sample(c, data_cfg.format, file, tokenizer, cfg.model.llm.template, tokens,
+                                       cfg.model.llm.max_length)
+        if tok is not None:
+            report.max_tokens = max(report.max_tokens, len(tok["input_ids"]))
+        if problem is not None:
+            report.errors.append(problem)
+            if tok is not None:  # tokenized, yet refused: too long
+                report.over_length += 1
 
     def check(kind_path: tuple[str, Path]) -> Optional[str]:
         kind, p = kind_path
         if not p.is_file():
-            return f"file not found: {p}"
+            return f"media file not found: {p}"
         return _decode(kind, p, data_cfg) if decode else None
 
     todo = list(users)
