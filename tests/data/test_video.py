@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from skillgpt.config.schema import VideoConfig
-from skillgpt.data.video import MediaError, crop_offsets, load_video, sample_frame_indices
+from skillgpt.data.video import (MediaError, _decode_pyav, crop_offsets, load_video, preprocess,
+                                 sample_frame_indices)
 
 BASE, STEP = 10, 8  # frame i is a flat grey image of value BASE + STEP * i
 
@@ -176,6 +177,137 @@ def test_three_crops_portrait_top_centre_bottom(tmp_path: Path) -> None:
     assert top[..., 0, :].mean() < 0.05 and bottom[..., -1, :].mean() > 0.95
     # columns are constant in a vertical gradient
     assert torch.allclose(top, top[..., :1].expand_as(top), atol=3 / 255)
+
+
+# --------------------------------------------------------------------------- fast decoding and resize
+
+
+def textured_video(path: Path, n: int = 48, gop: int = 6, bframes: int = 3, pix_fmt: str = "yuv420p",
+                   size: tuple[int, int] = (96, 64), rotation: int | None = None) -> Path:
+    """A panning 4x4-block texture (real motion, B-frames), one keyframe every `gop` frames (closed GOP)."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    blocks = rng.integers(0, 256, (h // 4 + 1, (w + 2 * n) // 4 + 1, 3), dtype=np.uint8)
+    tex = np.kron(blocks, np.ones((4, 4, 1), np.uint8))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i in range(n):
+            img = np.ascontiguousarray(tex[:h, 2 * i: 2 * i + w])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def wanted_sets(n: int, keys: list[int]) -> list[list[int]]:
+    """Frame sets that exercise seeking (keyframes only) and decoding on (every frame, GOP ends)."""
+    picks = [list(range(n)), keys, sorted({k - 1 for k in keys[1:]} | {n - 1}), [n - 1], [0],
+             sorted(set(np.random.default_rng(1).choice(n, 9).tolist()))]
+    for cfg in (VideoConfig(), VideoConfig(num_clips=16, clip_duration=1.0, frames_per_clip=3)):
+        picks.append(sorted({i for clip in sample_frame_indices(n, 10.0, cfg) for i in clip}))
+    return picks
+
+
+@pytest.mark.parametrize("gop,bframes,pix_fmt", [
+    (3, 2, "yuv420p"),     # small GOP
+    (48, 3, "yuv420p"),    # one keyframe for the whole video (large GOP)
+    (6, 3, "yuvj420p"), (6, 0, "yuv422p"), (6, 3, "yuv444p"),
+])
+def test_pyav_frames_equal_decord_get_batch(tmp_path: Path, gop: int, bframes: int, pix_fmt: str) -> None:
+    import decord
+
+    path = textured_video(tmp_path / "t.mp4", gop=gop, bframes=bframes, pix_fmt=pix_fmt)
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    n, keys = len(reader), [int(k) for k in reader.get_key_indices()]
+    assert n == 48 and keys == list(range(0, 48, gop))
+    for wanted in wanted_sets(n, keys):
+        ref = reader.get_batch(wanted).asnumpy()
+        for threads in (1, 2):
+            got = _decode_pyav(path, wanted, n, keys, threads)
+            assert got is not None, f"fast path not taken for {wanted}"
+            assert np.array_equal(got, ref), f"frames {wanted} differ from decord (threads={threads})"
+
+
+def test_load_video_takes_the_pyav_path(tmp_path: Path, monkeypatch) -> None:
+    import decord
+
+    def no_get_batch(self, *args, **kwargs):
+        raise RuntimeError("decord get_batch was used")
+
+    path = textured_video(tmp_path / "t.mp4")
+    expected = load_video(path, VideoConfig(resolution=32))
+    monkeypatch.setattr(decord.VideoReader, "get_batch", no_get_batch)
+    assert torch.equal(load_video(path, VideoConfig(resolution=32)), expected)
+
+
+def test_pyav_seek_landing_before_the_keyframe_decodes_on(tmp_path: Path, monkeypatch) -> None:
+    """A container whose seeks land on an earlier keyframe (here: always the first) gives the same frames."""
+    import decord
+
+    class EarlySeek:
+        def __init__(self, container) -> None:
+            self.container = container
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.container.close()
+
+        def __getattr__(self, name: str):
+            return getattr(self.container, name)
+
+        def seek(self, offset: int, **kw) -> None:
+            self.container.seek(0, **kw)
+
+    path = textured_video(tmp_path / "t.mp4", gop=6)
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    keys, wanted = [int(k) for k in reader.get_key_indices()], [3, 20, 21, 40, 47]
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: EarlySeek(real_open(*a, **kw)))
+    got = _decode_pyav(path, wanted, len(reader), keys, 1)
+    assert got is not None and np.array_equal(got, reader.get_batch(wanted).asnumpy())
+
+
+def test_pyav_path_declines_what_it_is_not_verified_on(tmp_path: Path) -> None:
+    import decord
+
+    for path in (textured_video(tmp_path / "rot.mp4", rotation=90),  # decord rotates, the fast path does not
+                 textured_video(tmp_path / "hi.mp4", pix_fmt="yuv420p10le")):
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        keys = [int(k) for k in reader.get_key_indices()]
+        assert _decode_pyav(path, [0, 7, 30], len(reader), keys, 1) is None
+        cfg = VideoConfig(num_clips=2, frames_per_clip=2, resolution=32)
+        video = load_video(path, cfg)  # decord get_batch decodes it instead
+        assert video.shape == (2, 3, 2, 32, 32) and torch.isfinite(video).all()
+
+
+FAST_BOUND = 0.52 / 255  # uint8 rounding of the intermediate (0.5/255) + torch's fixed-point weights
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (112, 64), (37, 65), (48, 48), (360, 640), (20, 30)])
+@pytest.mark.parametrize("size,crops", [(32, 1), (56, 3), (224, 1)])
+def test_fast_resize_within_bound_of_reference(height: int, width: int, size: int, crops: int) -> None:
+    rng = np.random.default_rng(height * width)
+    frames = torch.from_numpy(rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8))
+    cfg = raw_cfg(num_clips=2, frames_per_clip=2, resolution=size, num_crops=crops)
+    clips, wanted = [[0, 1], [1, 2]], [0, 1, 2]
+    fast, exact = preprocess(frames, clips, wanted, cfg), preprocess(frames, clips, wanted, cfg, exact=True)
+    assert fast.shape == exact.shape == (2 * crops, 3, 2, size, size)
+    assert (fast - exact).abs().max().item() <= FAST_BOUND
+
+
+def test_load_video_fast_vs_exact_after_normalisation(tmp_path: Path) -> None:
+    path = textured_video(tmp_path / "t.mp4")
+    std = torch.tensor(VideoConfig().std).view(1, 3, 1, 1, 1)
+    for cfg in (VideoConfig(), VideoConfig(num_crops=3, resolution=56)):
+        fast, exact = load_video(path, cfg), load_video(path, cfg, exact=True)
+        assert fast.shape == exact.shape
+        assert ((fast - exact).abs() * std).max().item() <= FAST_BOUND  # i.e. <= 0.52/255/std after normalising
+        assert 0 < (fast - exact).abs().max().item()  # the fast path is really taken
 
 
 # --------------------------------------------------------------------------- errors

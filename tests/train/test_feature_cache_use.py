@@ -67,6 +67,16 @@ def test_every_feature_setting_invalidates(tiny_workspace, filled, extra):
         open_features(cfg, model, ds.media_items(), "train")
 
 
+def test_a_new_video_preprocessing_invalidates(tiny_workspace, filled, monkeypatch):
+    """Features cached from pixels that load_video no longer produces are not reused."""
+    import skillgpt.data.cached_features as cached
+
+    monkeypatch.setattr(cached, "PREPROCESSING", cached.PREPROCESSING + "-changed")
+    cfg, model, _, ds = _setup(tiny_workspace, filled)
+    with pytest.warns(UserWarning, match="not cached"):
+        assert open_features(cfg, model, ds.media_items(), "train") is None
+
+
 def test_edited_media_file_is_not_served_stale(tiny_workspace, filled, tmp_path):
     import json
     import shutil

@@ -9,20 +9,34 @@ Reference pipeline (ImageBind ``load_and_transform_video_data``):
   * scale to [0, 1], resize the short side, normalise, then square crops
     (centre, or left/centre/right -- top/centre/bottom for portrait -- for 3 crops).
 
-Only the picked frames are decoded (decord ``get_batch``).
+Only the sampled frames are decoded, bit-identical to decord ``get_batch`` (``_decode_pyav``, else
+``get_batch``). ``exact=True`` resizes in float32 as the reference; the default resizes the long side in
+uint8 (torch's fixed-point antialiased kernel), keeps what the crops use, then the short side in float32:
+the same filter, with the intermediate rounded to uint8, so pixels differ from the reference by <= 0.5/255
+plus the fixed-point weight error (< 0.52/255 in all, before normalisation; see tests/data/test_video.py).
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import math
 import os
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from skillgpt.config.schema import VideoConfig
+
+# Names the pixel pipeline of `load_video`; part of the feature-cache signature, so features cached from
+# differently preprocessed pixels are never reused. Change it whenever the output pixels change.
+PREPROCESSING = "uint8-long-side-float-short-side/1"
+# pixel formats whose PyAV rgb24 conversion is checked equal to decord's (tests/data/test_video.py)
+PYAV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p"})
 
 
 class MediaError(ValueError):
@@ -120,11 +134,113 @@ def _open(path: Path, num_threads: int):
         raise MediaError(f"{path}: cannot be opened as a video (expected a decodable video file): {err}") from err
 
 
+def _decode_pyav(path: Path, wanted: list[int], num_frames: int, keys: list[int],
+                 num_threads: int) -> np.ndarray | None:
+    """``wanted`` (sorted, unique decord indices) as uint8 [F, H, W, 3] via PyAV; None where not verified.
+
+    Decord's frame index is the rank of the packet's pts. A seek costs 0.03-0.14 ms, a decoded packet
+    0.2-0.5 ms (bench/frame_sampling.py), so the reader seeks to the next wanted frame's keyframe when its
+    packet is ahead and otherwise decodes on; unwanted frames are decoded only if they are references
+    (``skip_frame=NONREF``). None (decord decides) for rotation, other pixel formats, missing or duplicate
+    pts, keyframes unlike decord's, several video streams or missing frames.
+    """
+    import av
+
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        if len(container.streams.video) != 1 or codec.format is None or codec.format.name not in PYAV_FORMATS:
+            return None
+        codec.thread_count, codec.thread_type = num_threads, "AUTO"  # frame + slice threads, as decord
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]  # decode order
+        pts = sorted(t for t, _ in packets if t is not None)
+        if not len(packets) == len(set(pts)) == num_frames:
+            return None
+        rank = {t: i for i, t in enumerate(pts)}  # pts -> decord frame index
+        order = {rank[t]: d for d, (t, _) in enumerate(packets)}  # frame index -> decode position
+        if sorted(rank[t] for t, key in packets if key) != keys or keys[:1] != [0]:
+            return None
+        row, out = {w: r for r, w in enumerate(wanted)}, None
+        need, first, demuxer, ahead, sought = set(wanted), 0, None, 0, -1  # ahead: next packet's decode position
+        while first < len(wanted):
+            key = keys[bisect.bisect_right(keys, wanted[first]) - 1]
+            if demuxer is None or (order[key] > ahead and key != sought):
+                container.seek(pts[key], stream=stream, backward=True)  # also flushes the decoder
+                demuxer, ahead, sought = container.demux(stream), -1, key
+            packet = next(demuxer)  # the last one is empty: it drains the decoder
+            index = rank.get(packet.pts)
+            if packet.size:
+                if index is None or (ahead < 0 and (order[index] > order[key] or not packet.is_keyframe)):
+                    return None  # unknown packet, or the seek overshot the keyframe (before it is fine)
+                ahead = order[index] + 1
+            codec.skip_frame = "DEFAULT" if index in need else "NONREF"
+            for frame in codec.decode(packet):
+                if frame.rotation:
+                    return None  # decord applies the display rotation
+                if (i := rank.get(frame.pts)) in need:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    out = np.empty((len(wanted), *rgb.shape), np.uint8) if out is None else out
+                    out[row[i]] = rgb  # raises (-> decord) if the frame size changes
+                    need.discard(i)
+            while first < len(wanted) and wanted[first] not in need:
+                first += 1
+            if not packet.size and need:
+                return None  # end of stream, frames missing
+        return out
+
+
+def _decode(reader, path: Path, wanted: list[int], num_threads: int) -> torch.Tensor:
+    """The ``wanted`` frames as uint8 [F, H, W, 3]: PyAV path, else decord ``get_batch``."""
+    with contextlib.suppress(Exception):  # any PyAV problem: decord decides, and reports errors as before
+        if (frames := _decode_pyav(path, wanted, len(reader), [int(k) for k in reader.get_key_indices()],
+                                   num_threads)) is not None:
+            return torch.from_numpy(frames)
+    try:
+        return torch.utils.dlpack.from_dlpack(reader.get_batch(wanted).to_dlpack())  # no numpy copy
+    except Exception as err:
+        raise MediaError(f"{path}: failed to decode frames {wanted} (expected a decodable video): {err}") from err
+
+
+def preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], cfg: VideoConfig,
+               exact: bool = False) -> torch.Tensor:
+    """uint8 [F, H, W, 3] (row r = frame ``wanted[r]``) -> float32 [num_clips * num_crops, 3, T, R, R].
+
+    ``exact``: the reference's float32 resize; else the uint8 long side / float32 short side split.
+    """
+    size = cfg.resolution
+    x = frames.permute(0, 3, 1, 2)  # [F, 3, H, W], channels-last memory
+    height, width = x.shape[-2:]
+    if exact:
+        x = TF.resize(x.float().div_(255.0), [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        offsets = crop_offsets(*x.shape[-2:], size, cfg.num_crops)
+        x = TF.normalize(x, mean=list(cfg.mean), std=list(cfg.std))
+    else:
+        long = int(size * max(height, width) / min(height, width))  # torchvision's rounding
+        new_h, new_w = (long, size) if width <= height else (size, long)
+        offsets = crop_offsets(new_h, new_w, size, cfg.num_crops)
+        wide = width > height  # crops slide along the long side, which is resized first
+        lo, hi = min(o[wide] for o in offsets), max(o[wide] for o in offsets) + size  # (top, left)[wide]
+        x = F.interpolate(x, size=(height, new_w) if wide else (new_h, width), mode="bilinear", antialias=True)
+        x = x.narrow(-1 if wide else -2, lo, hi - lo).float()  # uint8 -> float32 only where the crops are
+        x = F.interpolate(x, size=(new_h, hi - lo) if wide else (hi - lo, new_w), mode="bilinear", antialias=True)
+        offsets = [(t, l - lo) if wide else (t - lo, l) for t, l in offsets]
+        std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
+        x = torch.addcmul(torch.tensor(cfg.mean).view(3, 1, 1) / -std, x, 1.0 / (255.0 * std))  # (x/255-mean)/std
+    position = {frame: row for row, frame in enumerate(wanted)}
+    out: list[torch.Tensor] = []
+    for clip in clips:
+        clip_frames = x[[position[i] for i in clip]]  # [T, 3, h, w]
+        for top, left in offsets:
+            out.append(clip_frames[..., top:top + size, left:left + size].permute(1, 0, 2, 3))  # [3, T, R, R]
+    return torch.stack(out).contiguous()
+
+
 def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
-               start_shifts: list[float] | None = None) -> torch.Tensor:
+               start_shifts: list[float] | None = None, exact: bool = False) -> torch.Tensor:
     """Decode and preprocess a video into float32 ``[num_clips * num_crops, 3, frames_per_clip, R, R]``.
 
     Rows are clip-major: clip 0 crop 0, clip 0 crop 1, ..., clip 1 crop 0, ...
+    ``exact`` selects the reference float32 resize (see the module docstring for the default's bound).
     Raises MediaError (naming the path) for a missing, unreadable or empty video.
     """
     path = Path(path)
@@ -137,23 +253,7 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
         raise MediaError(f"{path}: video reports frame rate {fps} (expected a positive frame rate)")
     clips = sample_frame_indices(num_frames, fps, cfg, start_shifts)
     wanted = sorted({i for clip in clips for i in clip})
-    try:
-        batch = reader.get_batch(wanted).asnumpy()  # [F, H, W, 3] uint8
-    except Exception as err:
-        raise MediaError(f"{path}: failed to decode frames {wanted} (expected a decodable video): {err}") from err
-    if batch.ndim != 4 or batch.shape[0] != len(wanted) or batch.shape[-1] != 3:
-        raise MediaError(f"{path}: decoded frames have shape {tuple(batch.shape)} (expected [F, H, W, 3])")
-
-    size = cfg.resolution
-    frames = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # [F, 3, H, W]
-    frames = TF.resize(frames, [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    frames = TF.normalize(frames, mean=list(cfg.mean), std=list(cfg.std))
-    height, width = frames.shape[-2:]
-    position = {frame: row for row, frame in enumerate(wanted)}
-    out: list[torch.Tensor] = []
-    for clip in clips:
-        clip_frames = frames[[position[i] for i in clip]]  # [T, 3, H, W]
-        for top, left in crop_offsets(height, width, size, cfg.num_crops):
-            crop = TF.crop(clip_frames, top, left, size, size)
-            out.append(crop.permute(1, 0, 2, 3))  # [3, T, R, R]
-    return torch.stack(out).contiguous()
+    frames = _decode(reader, path, wanted, num_threads)
+    if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
+        raise MediaError(f"{path}: decoded frames have shape {tuple(frames.shape)} (expected [F, H, W, 3])")
+    return preprocess(frames, clips, wanted, cfg, exact)
