@@ -1,6 +1,7 @@
 """Tests for skillgpt.data.video: frame sampling, decoding, resize/crop/normalise, errors."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -229,6 +230,54 @@ def test_pyav_frames_equal_decord_get_batch(tmp_path: Path, gop: int, bframes: i
             got = _decode_pyav(path, wanted, n, keys, threads)
             assert got is not None, f"fast path not taken for {wanted}"
             assert np.array_equal(got, ref), f"frames {wanted} differ from decord (threads={threads})"
+
+
+def other_video(path: Path, codec: str, pix_fmt: str = "yuv420p", audio: bool = False, first_pts: int = 0,
+                variable_rate: bool = False, n: int = 40) -> Path:
+    """A panning texture in another codec / container, optionally with an audio stream, a late first
+    timestamp or a variable frame rate."""
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 256, (48, 64 + 3 * n, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        if variable_rate:
+            stream.time_base = Fraction(1, 1000)
+        sound = container.add_stream("aac", rate=16000) if audio else None
+        t = 0
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(tex[:, 3 * i: 3 * i + 64]), format="rgb24")
+            t += int(rng.integers(50, 150)) if variable_rate else 1
+            frame.pts = t if variable_rate else first_pts + i
+            container.mux(stream.encode(frame))
+            if sound is not None:
+                chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1600), np.float32), format="flt", layout="mono")
+                chunk.sample_rate = 16000
+                container.mux(sound.encode(chunk))
+        container.mux(stream.encode())
+        if sound is not None:
+            container.mux(sound.encode())
+    return path
+
+
+@pytest.mark.parametrize("name,codec,kw", [
+    ("hevc.mp4", "libx265", {}), ("vp9.webm", "libvpx-vp9", {}), ("vp8.webm", "libvpx", {}),
+    ("mpeg4.avi", "mpeg4", {}), ("mjpeg.avi", "mjpeg", {"pix_fmt": "yuvj420p"}), ("h264.mkv", "libx264", {}),
+    ("audio.mp4", "libx264", {"audio": True}), ("late_start.mp4", "libx264", {"first_pts": 7}),
+    ("vfr.mp4", "libx264", {"variable_rate": True}),
+])
+def test_pyav_frames_equal_decord_across_codecs_and_containers(tmp_path: Path, name: str, codec: str, kw) -> None:
+    """Frames of either path are the same on what researchers' datasets hold besides H.264 mp4."""
+    import decord
+
+    path = other_video(tmp_path / name, codec, **kw)
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    n, keys = len(reader), [int(k) for k in reader.get_key_indices()]
+    assert n == 40
+    for wanted in ([0, n // 3, n // 2, n - 1], list(range(0, n, 7)), [n - 1]):
+        got = _decode_pyav(path, wanted, n, keys, 1)
+        assert got is not None, f"{name}: fast path not taken for {wanted}"
+        assert np.array_equal(got, reader.get_batch(wanted).asnumpy()), f"{name}: frames {wanted} differ"
 
 
 def test_load_video_takes_the_pyav_path(tmp_path: Path, monkeypatch) -> None:
