@@ -35,7 +35,7 @@ def _mp4(path: Path, frames: int = 16, size: tuple[int, int] = (64, 48), fps: in
         if vfr:
             stream.codec_context.time_base = Fraction(1, 1000)
         if rotate is not None:
-            stream.metadata["rotate"] = str(rotate)
+            stream.set_display_rotation(rotate)  # a display matrix (PyAV ignores the old "rotate" tag)
         t = 0
         for i in range(frames):
             arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)

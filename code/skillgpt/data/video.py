@@ -141,7 +141,8 @@ def _decode_pyav(path: Path, wanted: list[int], num_frames: int, keys: list[int]
     Decord's frame index is the rank of the packet's pts. A seek costs 0.03-0.14 ms, a decoded packet
     0.2-0.5 ms (bench/frame_sampling.py), so the reader seeks to the next wanted frame's keyframe when its
     packet is ahead and otherwise decodes on; unwanted frames are decoded only if they are references
-    (``skip_frame=NONREF``). None (decord decides) for rotation, other pixel formats, missing or duplicate
+    (``skip_frame=NONREF``). Display rotations (phone video) are applied
+    in quarter turns. None (decord decides) for other rotations, other pixel formats, missing or duplicate
     pts, keyframes unlike decord's, several video streams or missing frames.
     """
     import av
@@ -175,10 +176,11 @@ def _decode_pyav(path: Path, wanted: list[int], num_frames: int, keys: list[int]
                 ahead = order[index] + 1
             codec.skip_frame = "DEFAULT" if index in need else "NONREF"
             for frame in codec.decode(packet):
-                if frame.rotation:
-                    return None  # decord applies the display rotation
+                if frame.rotation % 90:
+                    return None  # not a quarter turn: decord decides
                 if (i := rank.get(frame.pts)) in need:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    # the display matrix's quarter turns, counter-clockwise (as decord, which crashes on some sizes)
+                    rgb = np.rot90(frame.to_ndarray(format="rgb24"), frame.rotation // 90 % 4)
                     out = np.empty((len(wanted), *rgb.shape), np.uint8) if out is None else out
                     out[row[i]] = rgb  # raises (-> decord) if the frame size changes
                     need.discard(i)
