@@ -1,6 +1,6 @@
 """Scaling changes nothing about what is learned: stage 2 on 2 CPU processes (gloo) with ZeRO-2 (through
 scripts/train.sh and the deepspeed launcher) and ZeRO-3 (torchrun) gives the per-step losses of a
-1-process run with the same global batch; the adapters load in one process and score alike; a 2-process
+1-process run with the same global batch (LoRA dropout on: its masks are seeded per micro-batch); the adapters load in one process and score alike; a 2-process
 run resumes on 1 process."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _overrides(ws, out: Path, dsconfig: str) -> list[str]:
             if not o.startswith(("train.output_dir", "train.deepspeed_config", "train.epochs", "train.micro_batch"))]
     return [*keep, f"train.output_dir={out}", f"train.deepspeed_config={REPO}/dsconfig/{dsconfig}.json",
             "train.micro_batch_size=2", "train.global_batch_size=4", "train.epochs=2", "train.save_every=2",
-            "train.keep_last=0"]
+            "train.keep_last=0", "model.llm.lora.dropout=0.3"]  # dropout masks must not depend on the split
 
 
 def _run(cmd: list[str], **env: str) -> None:

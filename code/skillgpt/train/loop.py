@@ -156,18 +156,27 @@ def supervised_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-def train_step(engine, micro_batches: list[dict], device: torch.device, world: int, cfg: Config) -> tuple[float, str | None]:
+def micro_batch_seed(seed: int, step: int, micro_batch: int) -> int:
+    """Seed of the random draws (dropout) of one micro-batch: a function of its place in the run only."""
+    return ((seed * 1_000_003 + step) * 65_537 + micro_batch) % 2**63
+
+
+def train_step(engine, micro_batches: list[dict], device: torch.device, world: int, rank: int, step: int,
+               cfg: Config) -> tuple[float, str | None]:
     """Forward/backward every micro-batch of one optimizer step, then step. The loss is the sum over the
     global batch's supervised tokens divided by their count (all processes), so the split into
-    micro-batches and processes does not change it. Returns (loss, None) or (loss, why the step was
-    skipped): a non-finite loss or gradient makes ZeRO discard the step (checked, not assumed)."""
+    micro-batches and processes does not change it; dropout is seeded by the micro-batch's global index
+    (`order.rank_share`: local j is global j * world + rank), so neither are the dropout masks. Returns
+    (loss, None) or (loss, why the step was skipped): a non-finite loss or gradient makes ZeRO discard the
+    step (checked, not assumed)."""
     count = torch.tensor(float(sum(supervised_tokens(b["labels"]) for b in micro_batches)))
     if world > 1:
         dist.all_reduce(count)
     num_tokens = max(count.item(), 1.0)
     total = torch.zeros((), device=device)
     skipped_before = engine.skipped_steps
-    for batch in micro_batches:
+    for j, batch in enumerate(micro_batches):
+        torch.manual_seed(micro_batch_seed(cfg.train.seed, step, j * world + rank))
         try:
             loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                           batch["labels"].to(device), media_to(batch["media"], device), num_tokens=num_tokens)
@@ -284,7 +293,7 @@ def train(cfg: Config) -> Path:
                 tic = time.time()
                 micro_batches = [next(batches) for _ in range(tc.grad_accum)]
                 lr = scheduler.get_last_lr()[0]  # the rate this step uses
-                loss, skipped = train_step(engine, micro_batches, device, world, cfg)
+                loss, skipped = train_step(engine, micro_batches, device, world, rank, state.global_step, cfg)
                 state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
                 record = {"step": state.global_step, "epoch": state.epoch, "loss": loss,
                           "lr": lr, "seconds": round(time.time() - tic, 3)}
