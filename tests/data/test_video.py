@@ -292,6 +292,16 @@ def test_load_video_takes_the_pyav_path(tmp_path: Path, monkeypatch) -> None:
     assert torch.equal(load_video(path, VideoConfig(resolution=32)), expected)
 
 
+def test_files_too_large_to_index_go_to_decord(tmp_path: Path, monkeypatch) -> None:
+    """Above PYAV_MAX_BYTES the PyAV path (which reads the whole file to index it) is not used."""
+    import skillgpt.data.video as video
+
+    path = textured_video(tmp_path / "t.mp4")
+    monkeypatch.setattr(video, "PYAV_MAX_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(video, "_decode_pyav", lambda *a, **k: pytest.fail("PyAV path used for a large file"))
+    assert load_video(path, VideoConfig(resolution=32)).shape[0] == 5
+
+
 def test_pyav_seek_landing_before_the_keyframe_decodes_on(tmp_path: Path, monkeypatch) -> None:
     """A container whose seeks land on an earlier keyframe (here: always the first) gives the same frames."""
     import decord

@@ -37,6 +37,9 @@ from skillgpt.config.schema import VideoConfig
 PREPROCESSING = "uint8-long-side-float-short-side/1"
 # pixel formats whose PyAV rgb24 conversion is checked equal to decord's (tests/data/test_video.py)
 PYAV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p"})
+# The PyAV path first reads every packet of the file to index it (~12 us a packet plus the bytes); decord
+# reads only the container's index. Larger files (long 4K recordings) go to decord get_batch.
+PYAV_MAX_BYTES = 256 * 2**20
 
 
 class MediaError(ValueError):
@@ -194,7 +197,7 @@ def _decode_pyav(path: Path, wanted: list[int], num_frames: int, keys: list[int]
 def _decode(reader, path: Path, wanted: list[int], num_threads: int) -> torch.Tensor:
     """The ``wanted`` frames as uint8 [F, H, W, 3]: PyAV path, else decord ``get_batch``."""
     with contextlib.suppress(Exception):  # any PyAV problem: decord decides, and reports errors as before
-        if (frames := _decode_pyav(path, wanted, len(reader), [int(k) for k in reader.get_key_indices()],
+        if path.stat().st_size <= PYAV_MAX_BYTES and (frames := _decode_pyav(path, wanted, len(reader), [int(k) for k in reader.get_key_indices()],
                                    num_threads)) is not None:
             return torch.from_numpy(frames)
     try:
