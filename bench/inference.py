@@ -1,7 +1,8 @@
 """Inference on a 16-clip video: SkillGPT.generate vs plain generate on Llava of equal size, same run.
 
-    python bench/inference.py [--max-new-tokens 64] [--runs 7] [--out bench/out/inference]
+    python bench/inference.py [--shape tiny|cpu-small|qwen2.5-1.5b] [--max-new-tokens 64] [--runs 7]
 
+--shape tiny (default, CPU):
 SkillGPT is the tiny preset built in-process by `build_model` (sample data and the tiny LLM are made
 with `skillgpt make-sample-data` / `make-tiny-llm` in --out), with 16 clips per video and
 `model.encoder.pool=1 keep_cls=false` so each clip gives the 4x4 = 16 patch tokens a CLIP tower of the
@@ -11,10 +12,15 @@ LlavaForConditionalGeneration with a CLIP vision tower of the tiny encoder's siz
 Both get the same prompt (vicuna_v0 template) and the same preprocessed video (`load_video`; the
 decoding is not timed): SkillGPT all 16 clips x 2 frames, Llava the first frame of each clip as 16 images.
 
+--shape cpu-small / qwen2.5-1.5b (the latter on a GPU, bf16): bench/train_step.py's models at that shape
+with random weights (Qwen2 LLM with vocabulary 151,936; ImageBind-shaped video encoder vs a CLIP tower of
+equal size; 16 clips x 256 visual tokens at qwen2.5-1.5b), no LoRA, Llava carrying SkillGPT's LLM weights,
+a random prompt of 48 text tokens around the visual ones and random pixels.
+
 Greedy, KV cache on, exactly --max-new-tokens new tokens (min_new_tokens = max_new_tokens, so EOS
 cannot stop either early). Time to first token = a generate call with max_new_tokens=1 (vision
 encoding + prefill + one token); decode tokens/s = (N - 1) / (time(N) - time(1)). Medians over --runs,
-the two models alternated (A, B, A, B, ...). Prints a markdown table, writes results.json.
+the two models alternated (A, B, A, B, ...). Prints a markdown table, writes results_<shape>.json.
 """
 from __future__ import annotations
 
@@ -71,15 +77,55 @@ def build_llava(model, cfg, image_token: int) -> LlavaForConditionalGeneration:
     return llava.eval()
 
 
+def prepare_tiny(out: Path) -> dict:
+    """The tiny preset, its tokenizer's prompt and a real sample video (see the module docstring)."""
+    model, tokenizer, cfg, video = build_skillgpt(out)
+    n_vis = model.num_visual_tokens()
+    image_token = len(tokenizer) - 1  # any id the prompt text does not use
+    ids = tokenize_conversation([{"from": "human", "value": QUESTION}], tokenizer, cfg.model.llm.template,
+                                {"<video>": n_vis}, cfg.model.llm.max_length, add_generation_prompt=True)["input_ids"]
+    assert image_token not in ids
+    skill_ids = torch.tensor([ids])
+    pixels = load_video(video, cfg.data.video)  # [16, 3, 2, 56, 56]
+    assert pixels.shape[0] == 16 and n_vis == 256, (pixels.shape, n_vis)
+    return {"skillgpt": model, "llava": build_llava(model, cfg, image_token), "skill_ids": skill_ids,
+            "llava_ids": skill_ids.masked_fill(skill_ids == PLACEHOLDERS["<video>"], image_token),
+            "pixels": pixels, "pad": tokenizer.pad_token_id, "eos": tokenizer.eos_token_id}
+
+
+def prepare_shape(name: str, device: torch.device, dtype: torch.dtype) -> dict:
+    """bench/train_step.py's models at `name` (random weights, no LoRA), Llava with SkillGPT's LLM weights."""
+    from train_step import IMAGE_TOKEN, SHAPES, build_llava as llava_at, build_skillgpt as skillgpt_at
+
+    shape = dict(SHAPES[name], clips=16)
+    torch.manual_seed(0)
+    model = skillgpt_at(shape, dtype, lora=False).to(device).eval()
+    llava = llava_at(shape, dtype, lora=False).to(device).eval()
+    llava.model.language_model.load_state_dict(model.causal_lm.model.state_dict())
+    llava.lm_head.load_state_dict(model.causal_lm.lm_head.state_dict())
+    n_vis = model.num_visual_tokens()
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(1000, 150_000, (1, 48), generator=g)
+    skill_ids = torch.cat([text[:, :24], torch.full((1, n_vis), PLACEHOLDERS["<video>"]), text[:, 24:]], dim=1)
+    size = shape["vision"]["image_size"]
+    return {"skillgpt": model, "llava": llava, "skill_ids": skill_ids.to(device),
+            "llava_ids": skill_ids.masked_fill(skill_ids == PLACEHOLDERS["<video>"], IMAGE_TOKEN).to(device),
+            "pixels": torch.randn(16, 3, 2, size, size, generator=g).to(device, dtype), "pad": 0, "eos": None}
+
+
 @torch.no_grad()
 def timed(fn) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     tic = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - tic
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=["tiny", "cpu-small", "qwen2.5-1.5b"], default="tiny")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1,
@@ -90,24 +136,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    model, tokenizer, cfg, video = build_skillgpt(out)
-    n_vis = model.num_visual_tokens()
-    image_token = len(tokenizer) - 1  # any id the prompt text does not use
-    ids = tokenize_conversation([{"from": "human", "value": QUESTION}], tokenizer, cfg.model.llm.template,
-                                {"<video>": n_vis}, cfg.model.llm.max_length, add_generation_prompt=True)["input_ids"]
-    assert image_token not in ids
-    skill_ids = torch.tensor([ids])
-    llava_ids = skill_ids.masked_fill(skill_ids == PLACEHOLDERS["<video>"], image_token)
-    llava = build_llava(model, cfg, image_token)
-    pixels = load_video(video, cfg.data.video)  # [16, 3, 2, 56, 56]
-    assert pixels.shape[0] == 16 and n_vis == 256, (pixels.shape, n_vis)
-    media = {"video": pixels.unsqueeze(0)}
-    images = pixels[:, :, 0]  # Llava: the first frame of each clip, [16, 3, 56, 56]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    case = prepare_tiny(out) if args.shape == "tiny" else prepare_shape(args.shape, device, dtype)
+    model, llava, skill_ids, llava_ids = case["skillgpt"], case["llava"], case["skill_ids"], case["llava_ids"]
+    n_vis = int((skill_ids == PLACEHOLDERS["<video>"]).sum())
+    media = {"video": case["pixels"].unsqueeze(0)}
+    images = case["pixels"][:, :, 0]  # Llava: the first frame of each clip, [16, 3, R, R]
     mask = torch.ones_like(llava_ids)
 
     def gen_kwargs(n: int) -> dict:
         return dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                    pad_token_id=case["pad"], eos_token_id=case["eos"])
 
     runners = {
         "skillgpt": lambda n: model.generate(skill_ids, media, **gen_kwargs(n)),
@@ -132,9 +172,10 @@ def main() -> None:
             "ttft_ratio": s["ttft_s"] / r["ttft_s"], "decode_ratio": s["decode_tok_s"] / r["decode_tok_s"],
             "loadavg_before_after": [load_before, os.getloadavg()[0]]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(info, indent=2))
-    print(f"\n16-clip video, prompt {info['prompt_tokens']} tokens ({n_vis} visual), {args.max_new_tokens} new tokens, "
-          f"greedy, KV cache, CPU {info['threads']} threads, median of {args.runs}, "
+    (out / f"results_{args.shape}.json").write_text(json.dumps(info, indent=2))
+    where = f"{torch.cuda.get_device_name(0)} {dtype}" if device.type == "cuda" else f"CPU {info['threads']} threads"
+    print(f"\n{args.shape}: 16-clip video, prompt {info['prompt_tokens']} tokens ({n_vis} visual), "
+          f"{args.max_new_tokens} new tokens, greedy, KV cache, {where}, median of {args.runs}, "
           f"1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}\n")
     print("| model | time to first token (ms) | total (ms) | decode tokens/s |")
     print("| --- | ---: | ---: | ---: |")

@@ -49,7 +49,7 @@ SHAPES = {  # llm: Qwen2 config; vision: both towers; clips = images per sample;
                       vision=dict(width=128, layers=2, heads=4, image_size=112), clips=4, batch=2, text=48, answer=16),
     "qwen2.5-1.5b": dict(llm=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                                   num_key_value_heads=2),
-                         vision=dict(width=1280, layers=32, heads=16, image_size=224), clips=5, batch=4, text=96, answer=32),
+                         vision=dict(width=1280, layers=32, heads=16, image_size=224), clips=16, batch=4, text=96, answer=32),
 }
 
 
@@ -58,8 +58,9 @@ def qwen2_config(shape: dict) -> Qwen2Config:
                        **shape["llm"])
 
 
-def build_skillgpt(shape: dict, dtype: torch.dtype) -> SkillGPT:
-    """What `build_model` assembles for stage 2, from an in-process LLM instead of a folder."""
+def build_skillgpt(shape: dict, dtype: torch.dtype, lora: bool = True) -> SkillGPT:
+    """What `build_model` assembles for stage 2, from an in-process LLM instead of a folder (without LoRA
+    and freeze policy with lora=False: inference)."""
     v = shape["vision"]
     enc_cfg = EncoderConfig(name="imagebind", image_size=v["image_size"], patch_size=14, vision_width=v["width"],
                             vision_layers=v["layers"], vision_heads=v["heads"], out_dim=v["width"],
@@ -71,8 +72,9 @@ def build_skillgpt(shape: dict, dtype: torch.dtype) -> SkillGPT:
                                 layouts["video"]["video"])
     model = SkillGPT(nn.ModuleDict({"video": encoder}), nn.ModuleDict({"video": projector}), llm, layouts,
                      {"video": [Branch("video")], "audio": []})
-    lora = LoraConfig(r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=LORA["targets"])
-    apply_freeze_policy(model, FreezeConfig(encoder="frozen", projector="full", llm="lora"), lora)
+    if lora:
+        peft_lora = LoraConfig(r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=LORA["targets"])
+        apply_freeze_policy(model, FreezeConfig(encoder="frozen", projector="full", llm="lora"), peft_lora)
     return model.to(dtype)
 
 
