@@ -48,7 +48,7 @@ def gather_trainable(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _base_optimizer(engine) -> torch.optim.Optimizer:
-    """The torch optimizer that holds the state (ZeRO wraps it; without ZeRO it is the engine's own)."""
+    """The torch optimizer that holds the state (inside ZeRO's wrapper)."""
     opt = engine.optimizer
     return getattr(opt, "optimizer", opt)
 
@@ -58,13 +58,15 @@ def _optimizer_step(base: torch.optim.Optimizer) -> int:
     return max(steps, default=0)
 
 
-def save_optimizer_state(engine, model: nn.Module, folder: Path, write: bool) -> None:
-    """Write optimizer.safetensors / optimizer.json into `folder` (only where `write`, usually rank 0)."""
+def save_optimizer_state(engine, model: nn.Module, weights: dict[str, torch.Tensor], folder: Path,
+                         write: bool) -> None:
+    """Write optimizer.safetensors / optimizer.json into `folder` (only where `write`, usually rank 0);
+    `weights` are the fp32 masters `gather_trainable` already gathered for the delta checkpoint."""
     base = _base_optimizer(engine)
     step = _optimizer_step(base)
     tensors: dict[str, torch.Tensor] = {}
     for name, p in trainable_parameters(model):
-        tensors[f"{name}:fp32"] = _full(p)
+        tensors[f"{name}:fp32"] = weights[name]
         for key in MOMENTS:  # before the first step the optimizer holds no state: moments are zero
             tensors[f"{name}:{key}"] = _full(p, key) if step > 0 else torch.zeros(_shape(p))
     if not write:

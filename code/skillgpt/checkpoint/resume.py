@@ -95,7 +95,7 @@ def save_checkpoint(
             tmp.mkdir(parents=True)
         _barrier()
         weights = gather_trainable(model)  # collective: whole tensors whatever the ZeRO stage
-        save_optimizer_state(engine, model, tmp, write=_rank() == 0)
+        save_optimizer_state(engine, model, weights, tmp, write=_rank() == 0)
         _save_rng(tmp)
         _barrier()
         if _rank() == 0:
