@@ -23,6 +23,7 @@ def _rec(rid: str, scenario: str, label: str, pred: str, scores: list[float], ge
     return {"id": rid, "scenario": scenario, "label": label, "pred": pred, "scores": scores, "generated": generated}
 
 
+TRAIN = [N, N, N, LE, LE, EE]  # the train split's gold labels: Novice is its majority
 RECORDS = [
     _rec("r1", "basketball", N, N, _logs(0.5, 0.25, 0.125, 0.125), "The player is a Novice."),
     _rec("r2", "basketball", LE, EE, _logs(0.1, 0.4, 0.1, 0.4), "Late Expert"),
@@ -34,12 +35,13 @@ RECORDS = [
 
 
 def test_summary_matches_hand_computed_numbers() -> None:
-    s = summarize(RECORDS, LABELS)
+    s = summarize(RECORDS, LABELS, TRAIN)
     assert s["n"] == 6
     assert s["top1"] == pytest.approx(3 / 6)  # r1, r3, r5
     assert s["generated_accuracy"] == pytest.approx(4 / 6)  # r1, r2, r3, r5
-    assert s["majority_label"] == N  # 3 Novice, 2 Late, 1 Early
+    assert s["majority_label"] == N  # train: 3 Novice, 2 Late, 1 Early
     assert s["majority_baseline"] == pytest.approx(3 / 6)
+    assert s["baseline"] == {"source": "train split", "n": 6, "reason": None}
     assert s["mean_gold_prob"] == pytest.approx((0.5 + 0.4 + 0.6 + 0.25 + 0.5 + 0.3) / 6)
     assert s["confusion"] == [[1, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 1]]
     recall = s["per_label_recall"]
@@ -50,13 +52,13 @@ def test_summary_matches_hand_computed_numbers() -> None:
 
 
 def test_per_scenario_numbers() -> None:
-    per = summarize(RECORDS, LABELS)["per_scenario"]
+    per = summarize(RECORDS, LABELS, TRAIN)["per_scenario"]
     assert list(per) == ["basketball", "soccer"]
     b, s = per["basketball"], per["soccer"]
     assert (b["n"], s["n"]) == (3, 3)
     assert b["top1"] == pytest.approx(2 / 3) and s["top1"] == pytest.approx(1 / 3)
     assert b["generated_accuracy"] == 1.0 and s["generated_accuracy"] == pytest.approx(1 / 3)
-    # Baseline = always predicting the overall majority label (Novice) inside each scenario.
+    # Baseline = always predicting the train majority label (Novice) inside each scenario.
     assert b["majority_baseline"] == pytest.approx(1 / 3) and s["majority_baseline"] == pytest.approx(2 / 3)
     assert b["mean_gold_prob"] == pytest.approx(0.5) and s["mean_gold_prob"] == pytest.approx(0.35)
 
@@ -103,7 +105,7 @@ def test_unknown_pred_and_wrong_score_length_raise() -> None:
 
 def test_majority_tie_goes_to_first_label() -> None:
     recs = [_rec("a", "s", LE, LE, [0.0] * 4, ""), _rec("b", "s", EE, LE, [0.0] * 4, "")]
-    s = summarize(recs, LABELS)
+    s = summarize(recs, LABELS, [LE, EE])
     assert s["majority_label"] == EE
     assert s["majority_baseline"] == 0.5
 
@@ -116,7 +118,7 @@ def test_empty_records() -> None:
 
 
 def test_table_contains_scenarios_baseline_and_confusion() -> None:
-    s = summarize(RECORDS, LABELS)
+    s = summarize(RECORDS, LABELS, TRAIN)
     table = format_table(s, LABELS)
     for token in ["basketball", "soccer", "all", "top-1", "majority", "gold \\ pred", *LABELS]:
         assert token in table
@@ -127,7 +129,7 @@ def test_table_contains_scenarios_baseline_and_confusion() -> None:
 
 
 def test_write_results_files(tmp_path: Path) -> None:
-    s = summarize(RECORDS, LABELS)
+    s = summarize(RECORDS, LABELS, TRAIN)
     paths = write_results(s, RECORDS, LABELS, tmp_path / "out")
     assert set(paths) == {"results_json", "confusion_txt", "confusion_png", "results_md"}
     assert "| all |" in paths["results_md"].read_text()
@@ -148,3 +150,34 @@ def test_png_for_empty_summary(tmp_path: Path) -> None:
 def test_generated_accuracy_is_undefined_when_generation_was_skipped() -> None:
     records = [{**r, "generated": None} for r in RECORDS]
     assert summarize(records, LABELS)["generated_accuracy"] is None
+
+
+def test_majority_baseline_comes_from_the_train_split_not_the_evaluated_one() -> None:
+    # the evaluated split's own majority is Novice (3 of 6): an oracle would report 50%
+    s = summarize(RECORDS, LABELS, [LE, LE, LE, N, EE])
+    assert s["majority_label"] == LE
+    assert s["majority_baseline"] == pytest.approx(2 / 6)  # r2, r3 are Late Expert
+    assert s["per_scenario"]["basketball"]["majority_baseline"] == pytest.approx(2 / 3)
+    assert s["per_scenario"]["soccer"]["majority_baseline"] == 0.0
+    table = format_table(s, LABELS)
+    assert "majority label: Late Expert (most frequent in the train split, 5 labelled samples" in table
+    all_row = next(line for line in table.splitlines() if line.startswith("all"))
+    assert all_row.split()[1:4] == ["6", "50.0%", "33.3%"]
+
+
+def test_no_train_labels_means_no_baseline_and_says_why(tmp_path: Path) -> None:
+    s = summarize(RECORDS, LABELS)
+    assert s["majority_label"] is None and s["majority_baseline"] is None
+    assert s["per_scenario"]["soccer"]["majority_baseline"] is None
+    assert s["baseline"]["source"] is None and "oracle" in s["baseline"]["reason"]
+    assert "majority baseline: none (no train-split labels" in format_table(s, LABELS)
+    empty = summarize(RECORDS, LABELS, [])
+    assert empty["majority_baseline"] is None and "no labelled samples" in empty["baseline"]["reason"]
+    paths = write_results(s, RECORDS, LABELS, tmp_path)
+    assert json.loads(paths["results_json"].read_text())["summary"]["baseline"]["reason"] == s["baseline"]["reason"]
+    assert "majority baseline: none" in paths["results_md"].read_text()
+
+
+def test_train_label_outside_labels_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"baseline labels \(train split\) \['Grandmaster'\]"):
+        summarize(RECORDS, LABELS, [N, "Grandmaster"])

@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.task": ("proficiency", "multiple_choice", "score", "feedback"),
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
+    "eval.option_scoring": ("sum", "mean"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
 }
 # Inclusive lower bounds of numeric fields.

@@ -235,6 +235,9 @@ class Config:
     stage: int = 1
     preset: str = MISSING  # model preset file in config/model/<preset>.yaml
     model: ModelConfig = field(default_factory=ModelConfig)
+    # multiple_choice: an option's score is its answer tokens' log-probs summed (sum) or averaged per token
+    # (mean, length-normalised: a sum favours shorter options whatever they say). Stated in the results.
+    option_scoring: str = "mean"
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -3,6 +3,10 @@
 A record is a dict with keys ``id``, ``scenario``, ``label`` (gold), ``pred`` (label ranked
 most likely), ``scores`` (log-likelihood per label, in ``labels`` order) and ``generated``
 (free-text answer). Rates are fractions in [0, 1]; a rate over zero samples is ``None``.
+
+The majority baseline follows the published protocol: the accuracy on the evaluated split of always
+predicting the *train* split's most frequent label. The evaluated split's own majority would be an
+oracle (it knows the test labels), so without train labels the baseline is ``None`` with the reason.
 """
 from __future__ import annotations
 
@@ -84,14 +88,14 @@ def _group_stats(
     top1 = sum(r["pred"] == r["label"] for r in records)
     generated = [r for r in records if r.get("generated") is not None]  # None: generation was skipped
     gen = sum(generated_correct(r["generated"] or "", r["label"], labels) for r in generated)
-    maj = sum(r["label"] == majority for r in records)
+    maj = sum(r["label"] == majority for r in records) if majority is not None else None
     index = {label: i for i, label in enumerate(labels)}
     gold_probs = [softmax(r["scores"])[index[r["label"]]] for r in records]
     return {
         "n": n,
         "top1": _rate(top1, n),
         "generated_accuracy": _rate(gen, len(generated)),
-        "majority_baseline": _rate(maj, n),
+        "majority_baseline": None if maj is None else _rate(maj, n),
         "mean_gold_prob": sum(gold_probs) / n if n else None,
     }
 
@@ -113,19 +117,39 @@ def majority_label(records: Sequence[Record], labels: Sequence[str]) -> Optional
     return max(labels, key=lambda label: (counts[label], -labels.index(label)))
 
 
-def summarize(records: Sequence[Record], labels: Sequence[str]) -> dict[str, Any]:
-    """Aggregate metrics over `records`.
+def baseline_origin(baseline_labels: Optional[Sequence[str]], labels: Sequence[str],
+                    source: str) -> tuple[Optional[str], dict[str, Any]]:
+    """(majority label, where it came from) of the baseline: the most frequent of `baseline_labels`
+    (the train split's gold labels, ties to the earliest in `labels`), or None with the reason."""
+    if baseline_labels is None:
+        return None, {"source": None, "n": 0, "reason": "no train-split labels were given; the evaluated "
+                      "split's own majority would be an oracle, so no baseline is reported"}
+    unknown = sorted({str(b) for b in baseline_labels} - set(labels))
+    if unknown:
+        raise ValueError(f"baseline labels ({source}) {unknown} are not in labels {list(labels)}")
+    if not baseline_labels:
+        return None, {"source": source, "n": 0, "reason": f"the {source} has no labelled samples"}
+    majority = majority_label([{"label": b} for b in baseline_labels], labels)
+    return majority, {"source": source, "n": len(baseline_labels), "reason": None}
 
-    Keys: n, top1, generated_accuracy, majority_label, majority_baseline, mean_gold_prob,
-    per_scenario ({scenario: same rate keys}), confusion (rows gold, cols pred),
-    per_label_recall ({label: recall or None}), labels. Per-scenario majority_baseline is
-    the accuracy, within that scenario, of always predicting the overall majority label.
+
+def summarize(records: Sequence[Record], labels: Sequence[str], baseline_labels: Optional[Sequence[str]] = None,
+              baseline_source: str = "train split") -> dict[str, Any]:
+    """Aggregate metrics over `records`; `baseline_labels` are the gold labels of `baseline_source` (the
+    train split) whose majority label is the baseline's constant prediction.
+
+    Keys: n, top1, generated_accuracy, majority_label, majority_baseline, baseline (source, n, reason:
+    where the majority label came from, or why there is none), mean_gold_prob, per_scenario ({scenario:
+    same rate keys}), confusion (rows gold, cols pred), per_label_recall ({label: recall or None}),
+    labels. Per-scenario majority_baseline is the accuracy, within that scenario, of always predicting
+    the train majority label.
     """
     labels = list(labels)
     _validate(records, labels)
-    majority = majority_label(records, labels)
+    majority, origin = baseline_origin(baseline_labels, labels, baseline_source)
     summary: dict[str, Any] = _group_stats(records, labels, majority)
     summary["majority_label"] = majority
+    summary["baseline"] = origin
 
     by_scenario: dict[str, list[Record]] = {}
     for rec in records:

@@ -59,13 +59,23 @@ def format_views(summary: Mapping[str, Any]) -> str:
     return _grid(rows)
 
 
-def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
-    """Full plain-text report: per-view and fused top-1 (when scored), per-scenario metrics, confusion."""
+def format_baseline(summary: Mapping[str, Any]) -> str:
+    """Where the majority baseline came from: the train split's majority label, or why there is none."""
+    origin = summary.get("baseline") or {}
     majority = summary.get("majority_label")
+    if majority is None:
+        return f"majority baseline: none ({origin.get('reason', 'no baseline labels')})"
+    return (f"majority label: {majority} (most frequent in the {origin.get('source')}, "
+            f"{origin.get('n')} labelled samples; 'majority' = always predicting it)")
+
+
+def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
+    """Full plain-text report: per-view and fused top-1 (when scored), per-scenario metrics, baseline
+    origin, confusion."""
     parts = [
         *([format_views(summary), ""] if summary.get("view_top1") else []),
         format_scenarios(summary),
-        f"majority label: {majority if majority is not None else '-'}",
+        format_baseline(summary),
         "",
         "confusion (rows = gold, cols = ranked prediction)",
         format_confusion(summary, labels),
@@ -135,7 +145,7 @@ def write_results(
         rows += [[f"{n} ({kind})", "", _pct(r), _pct(summary.get("majority_baseline")), "", ""]
                  for kind in ("views", "fused") for n, r in summary["view_top1"][kind].items()]
     paths["results_md"] = out / "results.md"
-    paths["results_md"].write_text(markdown_table(rows) + "\n", encoding="utf-8")
+    paths["results_md"].write_text(markdown_table(rows) + "\n\n" + format_baseline(summary) + "\n", encoding="utf-8")
     save_confusion_png(summary, labels, paths["confusion_png"])
     return paths
 
@@ -148,10 +158,17 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_task(summary: Mapping[str, Any]) -> str:
-    """A one-row Markdown table of a non-proficiency task's metrics (rates as %, others as numbers)."""
-    keys = [k for k in summary if k != "task"]
+    """A one-row Markdown table of a non-proficiency task's metrics (rates as %, others as numbers), the
+    protocol's settings (option scoring) and the answers left out as unparsable (score), by id."""
+    keys = [k for k in summary if k != "task" and not isinstance(summary[k], (list, dict))]
     cell = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    return f"task: {summary['task']}\n" + markdown_table([keys, [cell(summary[k]) for k in keys]])
+    lines = [f"task: {summary['task']}", markdown_table([keys, [cell(summary[k]) for k in keys]])]
+    if summary.get("unparsed"):
+        ids = summary.get("unparsed_ids") or []
+        shown = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
+        lines.append(f"{summary['unparsed']} of {summary['n']} answers have no number and are left out of "
+                     f"spearman_rho and relative_l2 (ids: {shown})")
+    return "\n".join(lines)
 
 
 def write_task_results(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> Path:

@@ -1,9 +1,11 @@
 """Benchmark protocols besides proficiency rating: multiple choice, action-quality scores, feedback text.
 
 - ``multiple_choice`` (MVBench shape: ``candidates``, ``answer``): every option is ranked by its
-  likelihood as the answer, as options are scored in MVBench; accuracy.
+  likelihood as the answer: the mean log-prob per token of the option (``eval.option_scoring: mean``,
+  the default) or the sum (``sum``, which favours shorter options); accuracy, and the scoring used.
 - ``score`` (FineDiving / MTL-AQA: ``score``): the generated answer's first number is the predicted
-  score; Spearman's rho (scipy) and relative L2 (x100, range from the ground truth) as in the AQA papers.
+  score; Spearman's rho (scipy) and relative L2 (x100, range from the ground truth) as in the AQA papers,
+  over the answers that hold a number; the others are counted (``unparsed``) and named by id.
 - ``feedback``: the last assistant turn of each conversation is generated from the turns before it
   and compared with the reference by corpus BLEU-4 and chrF (sacrebleu).
 """
@@ -47,12 +49,17 @@ def parse_score(text: str) -> Optional[float]:
     return float(found.group()) if found else None
 
 
-def score_metrics(gold: Sequence[float], pred: Sequence[Optional[float]]) -> dict[str, Any]:
-    """Spearman's rho and relative L2 over samples with a parsed prediction (unparsed ones counted)."""
+def score_metrics(gold: Sequence[float], pred: Sequence[Optional[float]],
+                  ids: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Spearman's rho and relative L2 over samples with a parsed prediction; the answers with no number are
+    counted (``unparsed``) and named (``unparsed_ids``), never dropped silently."""
     from scipy.stats import spearmanr
 
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(gold))]
     pairs = [(g, p) for g, p in zip(gold, pred) if p is not None]
-    out: dict[str, Any] = {"n": len(gold), "parsed": len(pairs), "spearman_rho": None, "relative_l2": None}
+    out: dict[str, Any] = {"n": len(gold), "parsed": len(pairs), "unparsed": len(gold) - len(pairs),
+                           "spearman_rho": None, "relative_l2": None,
+                           "unparsed_ids": [i for i, p in zip(ids, pred) if p is None]}
     if len(pairs) >= 2:
         g, p = zip(*pairs)
         rho = spearmanr(g, p).statistic
@@ -84,39 +91,62 @@ def _first_question(sample: dict[str, Any], fallback: str) -> str:
     return human[0] if human else fallback
 
 
+def _multiple_choice(assistant: Any, s: dict[str, Any], media: Any, where: str) -> dict[str, Any]:
+    """Rank the sample's options by likelihood (summed or per-token mean: ``eval.option_scoring``)."""
+    if "candidates" not in s or "answer" not in s:
+        raise ValueError(f"{where}: needs 'candidates' and 'answer' (eval.task=multiple_choice)")
+    question = _first_question(s, str(s.get("question", "")))
+    normalize = assistant.cfg.eval.option_scoring == "mean"
+    scores = assistant.label_scores([media], question, option_strings(s["candidates"]), normalize=normalize)
+    return multiple_choice_record(scores[0].tolist(), s, where)
+
+
+def _score(assistant: Any, s: dict[str, Any], media: Any, where: str) -> dict[str, Any]:
+    """The generated answer's first number against the sample's ``score`` (None: no number in it)."""
+    if "score" not in s:
+        raise ValueError(f"{where}: needs a numeric 'score' (eval.task=score)")
+    cfg = assistant.cfg
+    answer = assistant.ask(_first_question(s, cfg.eval.question), media, max_new_tokens=cfg.eval.max_new_tokens)
+    pred = parse_score(answer)
+    return {"id": str(s.get("id")), "gold": float(s["score"]), "pred": pred, "parsed": pred is not None,
+            "generated": answer}
+
+
+def _feedback(assistant: Any, s: dict[str, Any], media: Any, where: str, generate: bool) -> dict[str, Any]:
+    """The last assistant turn generated from the turns before it, beside the reference."""
+    context, reference = split_last_reply(s.get("conversations") or [], where)
+    if context and context[0].get("from") in ("human", "user"):
+        context = [{**context[0], "value": assistant.with_placeholders(context[0]["value"], media)}, *context[1:]]
+    answer = assistant.reply(context, media, max_new_tokens=assistant.cfg.eval.max_new_tokens) if generate else ""
+    return {"id": str(s.get("id")), "reference": reference, "generated": answer}
+
+
+def task_summary(task: str, records: list[dict[str, Any]], option_scoring: str) -> dict[str, Any]:
+    """The metrics of `task` over its records, with the protocol used (multiple choice: option scoring)."""
+    if task == "multiple_choice":
+        n = len(records)
+        return {"task": task, "n": n, "accuracy": sum(r["correct"] for r in records) / n if n else None,
+                "option_scoring": option_scoring}
+    if task == "score":
+        return {"task": task, **score_metrics([r["gold"] for r in records], [r["pred"] for r in records],
+                                              [r["id"] for r in records])}
+    return {"task": task, "n": len(records),
+            **text_metrics([r["generated"] for r in records], [r["reference"] for r in records])}
+
+
 def run_task(assistant: Any, samples: list[dict[str, Any]], root: Path, path: str,
              generate: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate `samples` with `assistant` under `eval.task`; returns (summary, per-sample records)."""
     cfg = assistant.cfg
-    task, gen = cfg.eval.task, {"max_new_tokens": cfg.eval.max_new_tokens}
+    task = cfg.eval.task
     records: list[dict[str, Any]] = []
     for i, s in enumerate(tqdm(samples, desc=f"eval {task}")):
         where = f"{path}: sample {s.get('id', i)}"
         media = assistant.load(s, root)
         if task == "multiple_choice":
-            if "candidates" not in s or "answer" not in s:
-                raise ValueError(f"{where}: needs 'candidates' and 'answer' (eval.task=multiple_choice)")
-            question = _first_question(s, str(s.get("question", "")))
-            scores = assistant.label_scores([media], question, option_strings(s["candidates"]))[0].tolist()
-            records.append(multiple_choice_record(scores, s, where))
+            records.append(_multiple_choice(assistant, s, media, where))
         elif task == "score":
-            if "score" not in s:
-                raise ValueError(f"{where}: needs a numeric 'score' (eval.task=score)")
-            answer = assistant.ask(_first_question(s, cfg.eval.question), media, **gen)
-            records.append({"id": str(s.get("id")), "gold": float(s["score"]), "pred": parse_score(answer),
-                            "generated": answer})
-        else:  # feedback
-            context, reference = split_last_reply(s.get("conversations") or [], where)
-            if context and context[0].get("from") in ("human", "user"):
-                context = [{**context[0], "value": assistant.with_placeholders(context[0]["value"], media)}, *context[1:]]
-            answer = assistant.reply(context, media, **gen) if generate else ""
-            records.append({"id": str(s.get("id")), "reference": reference, "generated": answer})
-    if task == "multiple_choice":
-        n = len(records)
-        summary = {"task": task, "n": n, "accuracy": sum(r["correct"] for r in records) / n if n else None}
-    elif task == "score":
-        summary = {"task": task, **score_metrics([r["gold"] for r in records], [r["pred"] for r in records])}
-    else:
-        summary = {"task": task, "n": len(records),
-                   **text_metrics([r["generated"] for r in records], [r["reference"] for r in records])}
-    return summary, records
+            records.append(_score(assistant, s, media, where))
+        else:
+            records.append(_feedback(assistant, s, media, where, generate))
+    return task_summary(task, records, cfg.eval.option_scoring), records
