@@ -40,9 +40,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.view_mode": ("fuse", "separate"),
     "data.on_bad_sample": ("error", "skip"),
     "eval.task": ("proficiency", "multiple_choice", "score", "feedback"),
+    "eval.option_scoring": ("sum", "mean"),
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
-    "eval.option_scoring": ("sum", "mean"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
 }
 # Inclusive lower bounds of numeric fields.

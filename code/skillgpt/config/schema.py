@@ -221,6 +221,9 @@ class EvalConfig:
     # proficiency (rank eval.labels) | multiple_choice (rank each sample's candidates) |
     # score (AQA: number in the generated answer, Spearman rho) | feedback (last reply, BLEU-4/chrF)
     task: str = "proficiency"
+    # multiple_choice: an option's score is its answer tokens' log-probs summed (sum) or averaged per token
+    # (mean, length-normalised: a sum favours shorter options whatever they say). Stated in the results.
+    option_scoring: str = "mean"
     self_questions: int = 0  # proficiency: first let the model ask and answer N questions (vicuna_v1_sq)
     # Ego-Exo4D protocol for a single-view model on multi-view samples: score each of `views` alone,
     # then late-fuse by averaging the views' softmaxes per group (e.g. Exo: [exo1..exo4],
@@ -235,9 +238,6 @@ class Config:
     stage: int = 1
     preset: str = MISSING  # model preset file in config/model/<preset>.yaml
     model: ModelConfig = field(default_factory=ModelConfig)
-    # multiple_choice: an option's score is its answer tokens' log-probs summed (sum) or averaged per token
-    # (mean, length-normalised: a sum favours shorter options whatever they say). Stated in the results.
-    option_scoring: str = "mean"
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
