@@ -279,6 +279,81 @@ def test_mvbench_options_and_answer(tiny_workspace, tmp_path, capsys) -> None:
     assert code == 2 and str(src) in err and "entry 0" in err and "'answer'" in err
 
 
+RAMP_BASE, RAMP_STEP, RAMP_FPS = 5, 6, 10  # frame i is flat grey RAMP_BASE + RAMP_STEP * i: time in the pixels
+
+
+def _ramp_video(path: Path, frames: int = 40) -> Path:
+    """A lossless H.264 clip whose brightness encodes the frame index (RAMP_FPS frames a second)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=RAMP_FPS)
+        stream.height, stream.width, stream.pix_fmt, stream.options = 32, 32, "yuv420p", {"crf": "0"}
+        for i in range(frames):
+            img = np.full((32, 32, 3), RAMP_BASE + RAMP_STEP * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _ramp_frames(pixels) -> set[int]:
+    """The frame indices a raw (mean 0, std 1) clip tensor [N, C, T, H, W] holds."""
+    values = pixels.mean(dim=(1, 3, 4)) * 255.0
+    return set(((values - RAMP_BASE) / RAMP_STEP).round().long().flatten().tolist())
+
+
+def test_mvbench_segment_is_sampled_inside_start_end_and_cached_apart(tmp_path, capsys) -> None:
+    from skillgpt.config.schema import DataConfig, VideoConfig
+    from skillgpt.data.cached_features import item_key
+    from skillgpt.data.feature_cache import FeatureCache
+    from skillgpt.data.media import MediaError, MediaItem, load_media, sample_media
+
+    _ramp_video(tmp_path / "ramp.mp4")  # 4 s
+    entry = {"video": "ramp.mp4", "question": "What happens?", "candidates": ["a", "b"], "answer": "a"}
+    src = tmp_path / "segments.json"
+    src.write_text(json.dumps([{**entry, "start": 1, "end": 2.5}, entry]))
+    out = tmp_path / "out" / "mvb.json"
+    code, _, err = _prepare(capsys, "mvbench", src, out)
+    assert code == 0, err
+    with_segment, whole = json.loads(out.read_text())
+    assert (with_segment["start"], with_segment["end"]) == (1.0, 2.5) and "start" not in whole
+
+    cfg = DataConfig(train=None, video=VideoConfig(num_clips=3, frames_per_clip=4, resolution=16,
+                                                   mean=[0.0] * 3, std=[1.0] * 3))
+    (seg_item,) = sample_media(with_segment, out.parent, cfg, "mvb.json: sample 0")
+    (whole_item,) = sample_media(whole, out.parent, cfg, "mvb.json: sample 1")
+    assert seg_item.segment == (1.0, 2.5) and whole_item.segment is None
+    inside = _ramp_frames(load_media(seg_item, cfg))
+    assert inside and min(inside) >= 10 and max(inside) < 25  # [ceil(10 * 1), ceil(10 * 2.5)) only
+    assert min(_ramp_frames(load_media(whole_item, cfg))) < 10  # the whole video reaches outside it
+    cache = FeatureCache(tmp_path / "cache", {"test": 1})
+    assert item_key(cache, seg_item.paths[0], seg_item) != item_key(cache, whole_item.paths[0], whole_item)
+    past = MediaItem("video", seg_item.paths, segment=(10.0, 12.0))
+    with pytest.raises(MediaError, match=r"ramp.mp4: segment starts at 10.0s, at or after the video's end"):
+        load_media(past, cfg)
+
+
+def test_mvbench_bad_segment_is_named_by_entry_and_field(tmp_path, capsys) -> None:
+    from skillgpt.config.schema import DataConfig
+    from skillgpt.data.checks import check_sample
+
+    base = {"video": "v.mp4", "question": "Q?", "candidates": ["a", "b"], "answer": "a"}
+    src = tmp_path / "bad.json"
+    src.write_text(json.dumps([{**base, "start": 3, "end": 1}, {**base, "start": "0:01", "end": 2},
+                               {**base, "start": 1}, {**base, "start": -1, "end": 2}]))
+    code, _, err = _prepare(capsys, "mvbench", src, tmp_path / "o.json")
+    assert code == 2 and "4 problem(s)" in err
+    assert "entry 0: field 'end': (1.0) must be greater than 'start' (3.0)" in err
+    assert "entry 1: field 'start': must be a number of seconds, got '0:01'" in err
+    assert "entry 2: field 'end': missing" in err and "entry 3: field 'start': must be >= 0" in err
+    turns = [{"from": "human", "value": "<video> Q?"}, {"from": "gpt", "value": "a"}]
+    checked = check_sample({"id": "s7", "video": "v.mp4", "start": 2, "end": 2, "conversations": turns}, 0,
+                           DataConfig(train=None), "data.json", tmp_path)
+    assert [str(p) for p in checked.errors] == ["data.json: sample s7: field 'end': (2.0) must be greater than "
+                                                "'start' (2.0)"]
+
+
 def test_options_a_format_does_not_take_are_refused(tmp_path) -> None:
     src = tmp_path / "fd.json"
     src.write_text("{}")

@@ -44,6 +44,13 @@ def feature_signature(cfg: Config, model: nn.Module) -> dict[str, Any]:
     return {"branches": branches, "video": video, "audio": dataclasses.asdict(cfg.data.audio)}
 
 
+def item_key(cache: FeatureCache, path: Path, item: MediaItem) -> str:
+    """Cache key of one file of `item`: content hash, kind, and the segment (seconds) when it has one, so
+    a segment's features never collide with the whole video's."""
+    segment = f"@{item.segment[0]!r}-{item.segment[1]!r}" if item.segment else ""
+    return f"{cache.key(path)}.{item.kind}{segment}"
+
+
 class CachedFeatures:
     """Cached encoder features of media items, shaped exactly like `SkillGPT.encode` output per item."""
 
@@ -51,7 +58,7 @@ class CachedFeatures:
         self.cache = cache
 
     def keys(self, item: MediaItem) -> list[str]:
-        return [f"{self.cache.key(p)}.{item.kind}" for p in item.paths]
+        return [item_key(self.cache, p, item) for p in item.paths]
 
     def missing(self, items: Iterable[MediaItem]) -> list[MediaItem]:
         return [it for it in items if self.cache.missing(self.keys(it))]
@@ -104,8 +111,8 @@ def fill_cache(cfg: Config, model: nn.Module, items: list[MediaItem], batch_size
     single: dict[str, MediaItem] = {}  # one entry per file and kind; fused views are cached per view
     for it in items:
         for p in it.paths:
-            single.setdefault(f"{p}|{it.kind}", MediaItem(it.kind, (p,)))
-    todo = [it for it in single.values() if cache.missing([f"{cache.key(it.paths[0])}.{it.kind}"])]
+            single.setdefault(f"{p}|{it.kind}|{it.segment}", MediaItem(it.kind, (p,), segment=it.segment))
+    todo = [it for it in single.values() if cache.missing([item_key(cache, it.paths[0], it)])]
     model.encoder.to(device)
     bar = tqdm(total=len(single), initial=len(single) - len(todo), desc="cache features", unit="file")
     for start in range(0, len(todo), batch_size):
@@ -115,7 +122,7 @@ def fill_cache(cfg: Config, model: nn.Module, items: list[MediaItem], batch_size
             pixels = torch.stack([load_media(it, cfg.data) for it in group]).to(device)
             feats = model.encode(kind, pixels)
             for row, it in enumerate(group):
-                cache.put(f"{cache.key(it.paths[0])}.{kind}", {b: f[row] for b, f in feats.items()})
+                cache.put(item_key(cache, it.paths[0], it), {b: f[row] for b, f in feats.items()})
         bar.update(len(chunk))
     cache.flush()
     bar.close()

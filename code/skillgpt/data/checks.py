@@ -6,8 +6,9 @@ decoding and returns every problem it finds, each a :class:`Problem` naming file
 
 - ``Checked.errors``: the sample cannot be trained on: the text field the format needs ('caption' or
   'conversations') missing or malformed, an assistant turn that is empty or holds a placeholder, a bad
-  media field (views included), placeholder counts unlike the media items, a ``label`` outside the
-  allowed labels. Training refuses the sample; validate reports an error.
+  media field (views included), a video segment (``start``/``end``) that is not ``0 <= start < end``
+  seconds, placeholder counts unlike the media items, a ``label`` outside the allowed labels. Training
+  refuses the sample; validate reports an error.
 - ``Checked.metadata``: fields that only evaluation and the reports read (``id``, ``label`` and
   ``scenario`` types, a numeric ``score``, ``candidates``/``answer`` that match). Validate reports an
   error; training reads none of them, so it does not refuse the sample for them.
@@ -84,10 +85,17 @@ def _media(rec: dict[str, Any], data_cfg: DataConfig, root: Path,
            where: str) -> tuple[list[tuple[str, "MediaItem"]], Found]:
     """(field, item) per media item as ``sample_media`` builds them, one list entry at a time so that
     every bad entry is named."""
-    from skillgpt.data.media import DataError, sample_media
+    from skillgpt.data.media import DataError, read_segment, sample_media
 
     media: list[tuple[str, MediaItem]] = []
     found: Found = []
+    segment: dict[str, Any] = {}  # start/end passed on with each entry once they are valid
+    try:
+        segment = {k: rec[k] for k in ("start", "end")} if read_segment(rec, where) else {}
+    except DataError as err:
+        message = str(err).removeprefix(where + ": ")
+        field = "start" if message.startswith("field 'start'") else "end"
+        found.append((field, message.removeprefix(f"field '{field}' ")))
     for kind in ("video", "image", "audio"):
         value = rec.get(kind)
         if not value:  # as sample_media: an absent or empty field has no media
@@ -95,7 +103,7 @@ def _media(rec: dict[str, Any], data_cfg: DataConfig, root: Path,
         entries = [(f"{kind}[{j}]", [v]) for j, v in enumerate(value)] if isinstance(value, list) else [(kind, value)]
         for fld, v in entries:
             try:
-                media += [(fld, it) for it in sample_media({kind: v}, root, data_cfg, where)]
+                media += [(fld, it) for it in sample_media({kind: v, **segment}, root, data_cfg, where)]
             except DataError as err:
                 found.append((fld, str(err).removeprefix(where + ": ").removeprefix(f"field '{kind}' ")))
     return media, found

@@ -5,10 +5,12 @@ samples a dict view name -> path), ``image`` (path or list) and ``audio`` (path 
 or a video whose audio track is used). Each item fills one ``<video>`` / ``<image>`` / ``<audio>`` in
 text order. ``<image>`` goes through the video tower as a one-clip video of the repeated frame (as
 ImageBind does); with ``data.view_mode: separate`` every view of a multi-view video gets its own
-``<video>``, labelled with the view's name.
+``<video>``, labelled with the view's name. ``start``/``end`` (seconds, both or neither; MVBench) make
+every video of the sample a segment: its clips are sampled inside ``[start, end]`` only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -38,6 +40,7 @@ class MediaItem:
     paths: tuple[Path, ...]
     views: tuple[Optional[str], ...] = (None,)
     fused: bool = False  # several views stacked into one payload [V, ...]
+    segment: Optional[tuple[float, float]] = None  # (start, end) seconds of a video; None: the whole file
 
 
 def _as_list(value: Any, field: str, where: str) -> list[Any]:
@@ -48,8 +51,32 @@ def _as_list(value: Any, field: str, where: str) -> list[Any]:
     raise DataError(f"{where}: field '{field}' must be a path, a list of paths or a view dict, got {value!r}")
 
 
+def _seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_segment(rec: dict[str, Any], where: str) -> Optional[tuple[float, float]]:
+    """The sample's video segment ``(start, end)`` in seconds, None without ``start``/``end``; DataError
+    unless both are numbers with ``0 <= start < end``."""
+    if "start" not in rec and "end" not in rec:
+        return None
+    for name in ("start", "end"):
+        if name not in rec:
+            other = "end" if name == "start" else "start"
+            raise DataError(f"{where}: field '{name}' missing (a segment needs both 'start' and 'end'; got {other})")
+        if not _seconds(rec[name]):
+            raise DataError(f"{where}: field '{name}' must be a number of seconds, got {rec[name]!r}")
+    start, end = float(rec["start"]), float(rec["end"])
+    if start < 0:
+        raise DataError(f"{where}: field 'start' must be >= 0 seconds, got {start}")
+    if end <= start:
+        raise DataError(f"{where}: field 'end' ({end}) must be greater than 'start' ({start})")
+    return start, end
+
+
 def sample_media(rec: dict[str, Any], root: Path, cfg: DataConfig, where: str) -> list[MediaItem]:
     """The sample's media items in the order their placeholders are filled (video, image, audio lists)."""
+    segment = read_segment(rec, where)
     items: list[MediaItem] = []
     for kind in ("video", "image", "audio"):
         if not rec.get(kind):
@@ -64,14 +91,14 @@ def sample_media(rec: dict[str, Any], root: Path, cfg: DataConfig, where: str) -
                     raise DataError(f"{where}: video has no view(s) {absent} (has {sorted(value)}; data.views={list(cfg.views)})")
                 paths = tuple(root / str(value[v]) for v in cfg.views)
                 if cfg.view_mode == "separate":
-                    items += [MediaItem("video", (p,), (v,)) for p, v in zip(paths, cfg.views)]
+                    items += [MediaItem("video", (p,), (v,), segment=segment) for p, v in zip(paths, cfg.views)]
                 else:
-                    items.append(MediaItem("video", paths, tuple(cfg.views), fused=True))
+                    items.append(MediaItem("video", paths, tuple(cfg.views), fused=True, segment=segment))
             elif isinstance(value, str):
                 if kind == "video" and cfg.views:
                     raise DataError(f"{where}: data.views={list(cfg.views)} needs 'video' as a dict view -> path, "
                                     f"got the single path {value!r}")
-                items.append(MediaItem(kind, (root / value,)))
+                items.append(MediaItem(kind, (root / value,), segment=segment if kind == "video" else None))
             else:
                 raise DataError(f"{where}: field '{kind}' has an entry {value!r}; expected a path")
     return items
@@ -105,7 +132,7 @@ def load_media(item: MediaItem, cfg: DataConfig, start_shifts: Optional[list[flo
     image [1, C, T, H, W], audio [S, 1, mel, frames]. `start_shifts` jitters video clip starts (all
     views alike: the cameras are synchronised)."""
     if item.kind == "video":
-        clips = [load_video(p, cfg.video, start_shifts=start_shifts) for p in item.paths]
+        clips = [load_video(p, cfg.video, start_shifts=start_shifts, segment=item.segment) for p in item.paths]
         return torch.stack(clips) if item.fused else clips[0]
     if item.kind == "image":
         return load_image(item.paths[0], cfg)

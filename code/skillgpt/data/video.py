@@ -9,6 +9,9 @@ Reference pipeline (ImageBind ``load_and_transform_video_data``):
   * scale to [0, 1], resize the short side, normalise, then square crops
     (centre, or left/centre/right -- top/centre/bottom for portrait -- for 3 crops).
 
+A segment ``(start, end)`` in seconds (MVBench ``start``/``end``) is sampled as if it were the whole
+video: the frames with index in ``[ceil(fps*start), ceil(fps*end))`` (clamped to the video).
+
 Only the sampled frames are decoded, bit-identical to decord ``get_batch`` (``_decode_pyav``, else
 ``get_batch``). ``exact=True`` resizes in float32 as the reference; the default resizes the long side in
 uint8 (torch's fixed-point antialiased kernel), keeps what the crops use, then the short side in float32:
@@ -104,6 +107,22 @@ def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig,
             offsets = [(k * (count - 1)) // (n - 1) for k in range(n)]
         clips.append([first + o for o in offsets])
     return clips
+
+
+def segment_frames(num_frames: int, fps: float, segment: tuple[float, float]) -> tuple[int, int]:
+    """Frame index range ``[first, end)`` of a segment ``(start, end)`` in seconds: ``[ceil(fps*start),
+    ceil(fps*end))``, the end clamped to the video, at least one frame. ValueError when the segment starts
+    at or after the video's end, or is not ``0 <= start < end``."""
+    start, end = segment
+    if not (0 <= start < end):
+        raise ValueError(f"segment must satisfy 0 <= start < end (seconds), got start={start}, end={end}")
+    rate = Fraction(fps)
+    first = math.ceil(rate * Fraction(start).limit_denominator(10**6))
+    if first >= num_frames:
+        raise ValueError(f"segment starts at {start}s, at or after the video's end "
+                         f"({num_frames} frames at {fps:g} fps = {num_frames / fps:.3f}s)")
+    last = min(math.ceil(rate * Fraction(end).limit_denominator(10**6)), num_frames)
+    return first, max(last, first + 1)
 
 
 def crop_offsets(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
@@ -241,12 +260,14 @@ def preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], 
 
 
 def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
-               start_shifts: list[float] | None = None, exact: bool = False) -> torch.Tensor:
+               start_shifts: list[float] | None = None, exact: bool = False,
+               segment: tuple[float, float] | None = None) -> torch.Tensor:
     """Decode and preprocess a video into float32 ``[num_clips * num_crops, 3, frames_per_clip, R, R]``.
 
     Rows are clip-major: clip 0 crop 0, clip 0 crop 1, ..., clip 1 crop 0, ...
     ``exact`` selects the reference float32 resize (see the module docstring for the default's bound).
-    Raises MediaError (naming the path) for a missing, unreadable or empty video.
+    ``segment`` (seconds): the clips are sampled inside ``[start, end]`` only, as if it were the video.
+    Raises MediaError (naming the path) for a missing, unreadable or empty video, or a segment past its end.
     """
     path = Path(path)
     reader = _open(path, num_threads)
@@ -256,7 +277,13 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     fps = float(reader.get_avg_fps())
     if not (fps > 0 and math.isfinite(fps)):
         raise MediaError(f"{path}: video reports frame rate {fps} (expected a positive frame rate)")
-    clips = sample_frame_indices(num_frames, fps, cfg, start_shifts)
+    first, end = 0, num_frames
+    if segment is not None:
+        try:
+            first, end = segment_frames(num_frames, fps, segment)
+        except ValueError as err:
+            raise MediaError(f"{path}: {err}") from err
+    clips = [[first + i for i in clip] for clip in sample_frame_indices(end - first, fps, cfg, start_shifts)]
     wanted = sorted({i for clip in clips for i in clip})
     frames = _decode(reader, path, wanted, num_threads)
     if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:

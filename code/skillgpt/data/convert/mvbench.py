@@ -1,8 +1,10 @@
 """MVBench-style multiple choice -> conversations with the options, for ``eval.task=multiple_choice``.
 
 Input: a JSON list (one MVBench task file) of ``{"video": "clip.mp4", "question": "...",
-"candidates": ["...", "..."], "answer": "<the correct candidate's text>"}`` (``start``/``end`` kept when
-present). Output (``id``: ``<input stem>_<index>`` unless the entry has one)::
+"candidates": ["...", "..."], "answer": "<the correct candidate's text>"}``, optionally ``start``/``end``:
+the segment of the video (seconds, both or neither, ``0 <= start < end``) the question is about; it is kept
+and SkillGPT samples the clips inside it only (training, eval, feature cache). Output (``id``:
+``<input stem>_<index>`` unless the entry has one)::
 
     {"id": "action_sequence_0", "video": "...", "candidates": [...], "answer": "...",
      "conversations": [
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgpt.data.convert._common import Context, Conversion, letter, object_entries
+from skillgpt.data.media import DataError, read_segment
 
 INSTRUCTION = "Answer with the option's letter."
 
@@ -36,6 +39,12 @@ def convert(input_path: Path, ctx: Context) -> Conversion:
         if not isinstance(answer, str) or answer.strip() not in [c.strip() for c in cands]:
             ctx.error(entry, "answer", f"{answer!r} is not one of the candidates {cands}")
             continue
+        try:
+            segment = read_segment(e, "")
+        except DataError as err:
+            field, _, message = str(err).removeprefix(": field '").partition("' ")
+            ctx.error(entry, field, message)
+            continue
         if not ok:
             continue
         options = [f"({letter(j)}) {c}" for j, c in enumerate(cands)]
@@ -46,7 +55,8 @@ def convert(input_path: Path, ctx: Context) -> Conversion:
             continue
         sample: dict[str, Any] = {"id": sid, "video": ctx.path(e["video"]), "candidates": cands,
                                   "answer": cands[gold_index]}
-        sample.update({k: e[k] for k in ("start", "end") if k in e})
+        if segment is not None:
+            sample["start"], sample["end"] = segment
         prompt = "\n".join(["<video>", f"Question: {e['question'].strip()}", "Options:", *options, INSTRUCTION])
         sample["conversations"] = [{"from": "human", "value": prompt}, {"from": "gpt", "value": gold}]
         samples.append(sample)
