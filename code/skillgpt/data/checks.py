@@ -112,7 +112,8 @@ def _media(rec: dict[str, Any], data_cfg: DataConfig, root: Path,
 def _turns(rec: dict[str, Any], index: int, data_cfg: DataConfig,
            n_media: Optional[Counter[str]]) -> tuple[Optional[list[dict[str, str]]], Found]:
     """The conversation and its problems; placeholder counts are compared only with `n_media` given."""
-    from skillgpt.data.media import PLACEHOLDER_OF, expand_view_placeholders
+    from skillgpt.data.media import PLACEHOLDER_OF
+    from skillgpt.data.prompt import expand_view_placeholders
     from skillgpt.data.templates import PLACEHOLDERS, normalize_messages
 
     fmt = data_cfg.format

@@ -104,12 +104,13 @@ def sample_media(rec: dict[str, Any], root: Path, cfg: DataConfig, where: str) -
     return items
 
 
-def expand_view_placeholders(turns: list[dict[str, str]], cfg: DataConfig) -> list[dict[str, str]]:
-    """``view_mode: separate``: each ``<video>`` becomes one labelled ``<video>`` per view."""
-    if not cfg.views or cfg.view_mode != "separate":
-        return turns
-    labelled = " ".join(f"{v}: <video>" for v in cfg.views)
-    return [{**t, "value": t["value"].replace("<video>", labelled)} for t in turns]
+def __getattr__(name: str) -> Any:
+    """``expand_view_placeholders`` moved to the prompt builder (``skillgpt.data.prompt``)."""
+    if name == "expand_view_placeholders":
+        from skillgpt.data.prompt import expand_view_placeholders
+
+        return expand_view_placeholders
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_image(path: Path, cfg: DataConfig) -> Tensor:

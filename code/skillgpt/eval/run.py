@@ -1,4 +1,8 @@
-"""`skillgpt eval`: proficiency top-1 by label likelihood, generated-answer accuracy, reports."""
+"""`skillgpt eval`: proficiency top-1 by label likelihood, generated-answer accuracy, reports.
+
+Each sample is scored with its own first human turn when it has one (the prompt it was trained on),
+else `eval.question` (``skillgpt.data.prompt.eval_question``). Its media are encoded once and reused by
+label scoring and generation; the majority baseline is the train split's (``data.train``)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +14,7 @@ from tqdm import tqdm
 from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import DataError, read_samples
 from skillgpt.data.media import sample_media
+from skillgpt.data.prompt import eval_question
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.report import format_table, write_results
 from skillgpt.eval.report import format_task, write_task_results
@@ -19,23 +24,55 @@ from skillgpt.inference.self_questioning import label_scores_in_context, self_qu
 from skillgpt.inference.assistant import SkillAssistant
 
 
-def _score_views(assistant: SkillAssistant, chunk: list[dict], root: Path, path: str) -> list[dict[str, Any]]:
-    """Ego-Exo4D protocol: every sample's `eval.views` scored one at a time, then late-fused."""
+def _score_views(assistant: SkillAssistant, chunk: list[dict], root: Path,
+                 path: str) -> tuple[list[dict[str, Any]], list[list]]:
+    """Ego-Exo4D protocol: every sample's `eval.views` scored one at a time, then late-fused. Returns the
+    records and each sample's first view as encoder features (for generation, so it is encoded once)."""
     cfg = assistant.cfg
     if cfg.data.views:
         raise ValueError("eval.views scores one view at a time, but this model takes several views at once "
                          f"(data.views={list(cfg.data.views)}); leave eval.views empty for it")
     labels, views = list(cfg.eval.labels), list(cfg.eval.views)
     per_view: list[dict[str, list[float]]] = [{} for _ in chunk]
+    first: list[list] = []
     for view in views:
-        media = []
-        for s in chunk:
+        for s, row in zip(chunk, per_view):
             if not isinstance(s.get("video"), dict) or view not in s["video"]:
                 raise DataError(f"{path}: sample {s.get('id', '?')} has no view {view!r} in 'video' (eval.views)")
-            media.append(assistant.load({"video": s["video"][view]}, root))
-        for row, scores in zip(per_view, assistant.label_scores(media, cfg.eval.question, labels)):
-            row[view] = scores.tolist()
-    return [view_record(scores, dict(cfg.eval.view_groups), labels) for scores in per_view]
+            media = assistant.encode_media(assistant.load({"video": s["video"][view]}, root))
+            row[view] = assistant.label_scores([media], eval_question(s, cfg.eval.question), labels)[0].tolist()
+            if view == views[0]:
+                first.append(media)
+    return [view_record(scores, dict(cfg.eval.view_groups), labels) for scores in per_view], first
+
+
+def _without_placeholders(question: str, assistant: SkillAssistant) -> str:
+    for placeholder in assistant.placeholder_tokens:
+        question = question.replace(placeholder, "")
+    return question.strip()
+
+
+def _score_sample(assistant: SkillAssistant, sample: dict, media: list, labels: list[str],
+                  generate: bool) -> dict[str, Any]:
+    """One sample's record: label scores and (with `generate`) the generated answer, from media encoded
+    once (`media` holds encoder features)."""
+    cfg = assistant.cfg
+    question = eval_question(sample, cfg.eval.question)
+    row = assistant.label_scores([media], question, labels)[0]
+    answer = assistant.ask(question, media, max_new_tokens=cfg.eval.max_new_tokens) if generate else None
+    return {"id": str(sample.get("id")), "scenario": str(sample.get("scenario", "all")), "label": sample["label"],
+            "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer}
+
+
+def train_labels(cfg: Any) -> list[str] | None:
+    """The `label`s of `data.train` (the majority baseline's source), None when it is not configured or
+    not readable."""
+    if not cfg.data.train:
+        return None
+    try:
+        return [str(s["label"]) for s in read_samples(cfg.data.train) if "label" in s]
+    except DataError:
+        return None
 
 
 def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | None = None,
@@ -70,21 +107,25 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
                 raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and media (video/image/audio) "
                                 "for evaluation")
         if by_view:
-            for s, rec in zip(chunk, _score_views(assistant, chunk, root, path)):
-                first = assistant.load({"video": s["video"][cfg.eval.views[0]]}, root)
-                answer = assistant.ask(cfg.eval.question, first, max_new_tokens=cfg.eval.max_new_tokens) if generate else None
+            view_records, first_views = _score_views(assistant, chunk, root, path)
+            for s, rec, first in zip(chunk, view_records, first_views):
+                answer = None
+                if generate:
+                    answer = assistant.ask(eval_question(s, cfg.eval.question), first,
+                                           max_new_tokens=cfg.eval.max_new_tokens)
                 scores = [math.log(max(p, 1e-30)) for p in rec.pop("main_probs")]
                 records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")),
                                 "label": s["label"], "scores": scores, "generated": answer, **rec})
             continue
         if cfg.eval.self_questions > 0:
             for s in chunk:
-                media = assistant.load(s, root)
+                media = assistant.encode_media(assistant.load(s, root))
                 context = self_questioning_context(assistant, media, cfg.eval.self_questions, cfg.eval.max_new_tokens)
-                row = label_scores_in_context(assistant, context, media, cfg.eval.question, labels)
+                question = eval_question(s, cfg.eval.question)
+                row = label_scores_in_context(assistant, context, media, question, labels)
                 answer = None
                 if generate:
-                    follow_up = {"from": "human", "value": cfg.eval.question.replace("<video>", "").strip()}
+                    follow_up = {"from": "human", "value": _without_placeholders(question, assistant)}
                     answer = assistant.reply(context + [follow_up], media, max_new_tokens=cfg.eval.max_new_tokens)
                 records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
                                 "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,
@@ -94,14 +135,9 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
             media = [[(it.kind, features.lookup(it)) for it in its] for its in chunk_items]
         else:
             media = [assistant.load(s, root) for s in chunk]
-        scores = assistant.label_scores(media, cfg.eval.question, labels)
-        for s, item, row in zip(chunk, media, scores):
-            answer = assistant.ask(cfg.eval.question, item, max_new_tokens=cfg.eval.max_new_tokens) if generate else None
-            records.append({
-                "id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
-                "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,
-            })
-    summary = summarize(records, labels)
+        for s, item in zip(chunk, media):
+            records.append(_score_sample(assistant, s, assistant.encode_media(item), labels, generate))
+    summary = summarize(records, labels, baseline_labels=train_labels(cfg))
     if by_view:
         summary["view_top1"] = view_accuracies(records)
     paths = write_results(summary, records, labels, out)

@@ -8,35 +8,33 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from skillgpt.data.dataset import collate
-from skillgpt.data.media import collate_media, media_to
+from skillgpt.data.prompt import expand_view_placeholders
 from skillgpt.data.templates import tokenize_conversation
+from skillgpt.inference.generation import batch_media, cut_at_stops
+from skillgpt.inference.scoring import score_sequences
 
 Turn = dict[str, str]
-
-
-def _cut(text: str, stops: list[str]) -> str:
-    hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
-    return text[: min(hits)] if hits else text
 
 
 @torch.no_grad()
 def ask_question(assistant: Any, turns: list[Turn], media: list | None, max_new_tokens: int = 32) -> str:
     """The model's next question: `turns` ends with an open user turn (e.g. just the placeholders)."""
     tpl, tok = assistant.template, assistant.tokenizer
-    ids = tokenize_conversation(turns, tok, tpl, assistant.placeholder_tokens, assistant.cfg.model.llm.max_length,
+    ids = tokenize_conversation(expand_view_placeholders(turns, assistant.cfg.data), tok, tpl,
+                                assistant.placeholder_tokens, assistant.cfg.model.llm.max_length,
                                 question_prompt=True)["input_ids"]
     out = assistant.model.generate(
         torch.tensor([ids], device=assistant.device),
-        media_to(collate_media([media]), assistant.device) if media else None,
+        batch_media(assistant.encode_media(media), assistant.device),
         max_new_tokens=max_new_tokens, do_sample=False, stop_strings=tpl.question_stops(tok), tokenizer=tok,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, use_cache=True,
     )
-    return _cut(tok.decode(out[0], skip_special_tokens=True), tpl.question_stops(tok)).strip()
+    return cut_at_stops(tok.decode(out[0], skip_special_tokens=True), tpl.question_stops(tok)).strip()
 
 
 def self_questioning_context(assistant: Any, media: list, n: int, max_new_tokens: int = 32) -> list[Turn]:
     """N self-asked questions with the model's own answers; the first question carries the placeholders."""
+    media = assistant.encode_media(media)
     turns: list[Turn] = []
     for k in range(n):
         opener = assistant.with_placeholders("", media).strip() if k == 0 else ""
@@ -61,18 +59,25 @@ def label_scores_in_context(assistant: Any, context: list[Turn], media: list, qu
                             labels: list[str]) -> Tensor:
     """Log-likelihood of each label answering `question` after `context` (which holds the placeholders).
 
-    The context's own supervised tokens add the same amount to every label, so ranking and softmax
-    over labels are those of the final answer alone."""
+    Only the final answer is scored (the context's own answers are the same for every label), so the
+    context runs once as the shared KV prefix."""
     q = question
     for placeholder in assistant.placeholder_tokens:
         q = q.replace(placeholder, "")
-    items = []
-    for label in labels:
-        tok = assistant.encode([*context, {"from": "human", "value": q.strip()}, {"from": "gpt", "value": label}], False)
-        items.append({"id": label, "input_ids": tok["input_ids"], "labels": tok["labels"], "media": media})
-    batch = collate(items, pad_id=assistant.tokenizer.pad_token_id)
-    lp = assistant.model.sequence_logprobs(
-        batch["input_ids"].to(assistant.device), batch["attention_mask"].to(assistant.device),
-        batch["labels"].to(assistant.device), media_to(batch["media"], assistant.device),
-    )
-    return lp.float().cpu()
+    seqs = [assistant.encode([*context, {"from": "human", "value": q.strip()}, {"from": "gpt", "value": label}], False)
+            for label in labels]
+    # the context's own answers are supervised too: score only each sequence's last answer
+    seqs = [{"input_ids": s["input_ids"], "labels": _last_answer(s["labels"])} for s in seqs]
+    return score_sequences(assistant.model, seqs, assistant.encode_media(media), assistant.device).float()
+
+
+def _last_answer(labels: list[int]) -> list[int]:
+    """`labels` with every supervised run but the last masked (-100)."""
+    out = [-100] * len(labels)
+    j = len(labels) - 1
+    while j >= 0 and labels[j] == -100:
+        j -= 1
+    while j >= 0 and labels[j] != -100:
+        out[j] = labels[j]
+        j -= 1
+    return out

@@ -1,7 +1,8 @@
 """`skillgpt chat`: multi-turn chat about a clip in the terminal, with streamed replies.
 
 `Conversation` (the turns of one chat about one set of media) is shared with the Gradio demo; prompt
-building and generation are `SkillAssistant`'s (`encode`, `with_placeholders`, `stream_reply`).
+building and generation are `SkillAssistant`'s (`encode`, `with_placeholders`, `stream_reply`); a loaded
+clip is encoded once (`encode_media`) and its features reused by every rating and reply.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ class ChatShell:
             return
         path = Path(parts[0]).expanduser()
         try:
-            media = self.assistant.load_video(path)
+            media = self.assistant.encode_media(self.assistant.load_video(path))  # encoded once per clip
         except (ValueError, OSError) as err:  # MediaError / DataError are ValueErrors
             self.error(f"{err} (the previous clip is kept)" if self.video else str(err))
             return

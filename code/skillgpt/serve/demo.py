@@ -201,7 +201,7 @@ class SkillDemo:
             if k in self._cache:
                 self._cache.move_to_end(k)
                 return k, self._cache[k]
-        media = self.assistant.load(record)
+        media = self.assistant.encode_media(self.assistant.load(record))  # features: encoded once per upload
         with self._lock:
             self._cache[k] = media
             while len(self._cache) > 8:

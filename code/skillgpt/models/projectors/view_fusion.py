@@ -61,7 +61,8 @@ class ViewFusionProjector(nn.Module):
         b, d, lay = x.shape[0], x.shape[2], layout
         views = x.reshape(b, lay.views, lay.per_view, d)
         q = views.mean(dim=1)  # [B, T, D]
-        kv = (views + self.view_embed[None, :, None, :]).reshape(b, lay.num_tokens, d)
+        view_embed = self.view_embed[: lay.views]  # an image (one view) takes the first view's embedding
+        kv = (views + view_embed[None, :, None, :]).reshape(b, lay.num_tokens, d)
         for layer in self.layers:
             q = layer(q, kv)
         return self.mlp(q)
