@@ -12,7 +12,9 @@ import pytest
 from skillgpt.cli import main
 from skillgpt.data.convert import CONVERTERS, prepare_data
 from skillgpt.data.convert._common import ConversionError, read_structured
-from skillgpt.data.dataset import SkillDataset
+from skillgpt.data.dataset import SkillDataset, read_samples
+from skillgpt.data.prompt import eval_question, expand_view_placeholders, place_placeholders
+from skillgpt.data.templates import tokenize_conversation
 from skillgpt.data.validate import validate_config
 from skillgpt.models.build import build_model
 from skillgpt.models.llm import load_tokenizer
@@ -43,7 +45,29 @@ def _load_and_validate(ws, out: Path, stage: int = 2, *overrides: str) -> SkillD
                              progress=False)
     assert report.ok, report.format()
     assert report.splits[0].samples == len(ds)
+    _assert_eval_prompt_is_the_training_prompt(out, cfg, tokenizer, tokens, ds)
     return ds
+
+
+def _prompt_end(labels: list[int]) -> int:
+    return next(i for i, label in enumerate(labels) if label != -100)
+
+
+def _assert_eval_prompt_is_the_training_prompt(out: Path, cfg, tokenizer, tokens, ds: SkillDataset) -> None:
+    """Eval scores a converted sample with its own first human turn (placeholders from its media, views
+    expanded), as `SkillAssistant.label_scores` builds it: those tokens are the training sample's prompt."""
+    if cfg.data.format != "conversation":
+        return  # caption pairs train on data.caption_prompts and carry no question of their own
+    records = {str(r.get("id", f"#{i}")): r for i, r in enumerate(read_samples(out))}
+    for ex in ds.examples:
+        rec = records[ex.id]
+        question = place_placeholders(eval_question(rec, cfg.eval.question), [it.kind for it in ex.media], cfg.data)
+        answer = next(t["value"] for t in rec["conversations"] if t["from"] in ("gpt", "assistant"))
+        turns = expand_view_placeholders([{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+                                         cfg.data)
+        scored = tokenize_conversation(turns, tokenizer, cfg.model.llm.template, tokens, cfg.model.llm.max_length)
+        train_prompt = ex.input_ids[:_prompt_end(ex.labels)]
+        assert scored["input_ids"][:_prompt_end(scored["labels"])] == train_prompt, ex.id
 
 
 def _ego_annotations(ws, n: int = 4) -> dict:

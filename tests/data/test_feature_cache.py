@@ -95,3 +95,30 @@ def test_damaged_index_is_reported(tmp_path):
     (cache.dir / "signature.json").write_text(json.dumps({"other": 1}))
     with pytest.raises(CacheError, match="signature.json"):
         FeatureCache(tmp_path / "c", SIG)
+
+
+def test_verify_checks_this_ranks_share_and_reports_the_agreed_problem(tmp_path, monkeypatch):
+    """Shard i is checked by rank i % world only; the problem the ranks agree on is raised (the agreement
+    itself runs on 2 real processes in tests/train/test_collectives.py)."""
+    import skillgpt.data.feature_cache as feature_cache
+    import skillgpt.distributed as distributed
+
+    cache = FeatureCache(tmp_path / "c", SIG, shard_size=1)
+    for i in range(3):
+        cache.put(cache.key(_media(tmp_path, f"{i}.mp4", bytes([i]) * 8)), {"video": torch.zeros(2)})
+    cache.flush()
+    shards = sorted(cache.dir.glob("shard-*.safetensors"))
+    shards[1].write_bytes(shards[1].read_bytes()[:-4] + b"oops")
+    agreed = []
+    monkeypatch.setattr(feature_cache, "first_failure", lambda problem: agreed.append(problem) or problem)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    for rank, expect_bad in ((0, False), (1, True)):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        fresh = FeatureCache(tmp_path / "c", SIG)
+        if expect_bad:
+            with pytest.raises(CacheError, match=str(shards[1])):
+                fresh.verify()
+        else:
+            fresh.verify()
+        assert sorted(fresh._loaded) == [p.name for p in shards[rank::2] if p != shards[1]]
+    assert agreed[0] is None and "corrupt" in agreed[1]

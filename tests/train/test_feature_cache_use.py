@@ -56,7 +56,7 @@ def test_settings_that_do_not_change_features_keep_the_cache(tiny_workspace, fil
 @pytest.mark.parametrize("extra", [
     "model.encoder.init_seed=1", "model.encoder.pool=2", "model.encoder.keep_cls=false",
     "data.video.num_clips=3", "data.video.resolution=48", "data.video.num_crops=3",
-    "data.video.clip_duration=0.5", "data.video.frames_per_clip=3",
+    "data.video.clip_duration=0.5", "data.video.frames_per_clip=3", "model.encoder.dtype=bfloat16",
 ])
 def test_every_feature_setting_invalidates(tiny_workspace, filled, extra):
     cfg, model, _, ds = _setup(tiny_workspace, filled, extra)
@@ -65,6 +65,45 @@ def test_every_feature_setting_invalidates(tiny_workspace, filled, extra):
     cfg.data.feature_cache_mode = "require"
     with pytest.raises(CacheError, match="cache-features"):
         open_features(cfg, model, ds.media_items(), "train")
+
+
+def _train_bf16(ws, monkeypatch, run: str, *extra: str) -> tuple[list[float], list[tuple]]:
+    """2 stage-2 steps with train.precision=bf16; returns the losses and, per encoder call, the dtypes of
+    (encoder weights, encoder output, LLM weights) at that moment."""
+    import json
+
+    from skillgpt.train import loop
+
+    cfg = ws.config(2, run, "train.init_from=null", *SMALL, "train.precision=bf16", "train.max_steps=2", *extra)
+    seen, build = [], loop.build_model
+
+    def build_and_watch(cfg):
+        model, tok = build(cfg)
+        model.encoder["video"].register_forward_hook(lambda m, _args, out: seen.append(
+            (next(m.parameters()).dtype, out.dtype, next(model.llm.parameters()).dtype)))
+        return model, tok
+
+    monkeypatch.setattr(loop, "build_model", build_and_watch)
+    loop.train(cfg)
+    lines = (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines], seen
+
+
+def test_bf16_training_keeps_the_declared_encoder_dtype_and_matches_cached_features(tiny_workspace, filled,
+                                                                                   monkeypatch):
+    """DeepSpeed's bf16 casts the module it wraps; the frozen encoder stays out of it, in model.encoder.dtype
+    (float32, as eval and the cache use), so cached-feature training equals online training."""
+    online, seen = _train_bf16(tiny_workspace, monkeypatch, "bf16-online")
+    assert seen and all(s == (torch.float32, torch.float32, torch.bfloat16) for s in seen), seen
+    cached, seen = _train_bf16(tiny_workspace, monkeypatch, "bf16-cached", f"data.feature_cache={filled}",
+                               "data.feature_cache_mode=require")
+    assert not seen  # the encoder never ran: features came from the cache
+    assert cached == online
+
+
+def test_zero3_keeps_the_encoder_whole_and_in_its_declared_dtype(tiny_workspace, monkeypatch):
+    _, seen = _train_bf16(tiny_workspace, monkeypatch, "bf16-zero3", f"train.deepspeed_config={REPO}/dsconfig/zero3.json")
+    assert seen and all(s[:2] == (torch.float32, torch.float32) for s in seen), seen
 
 
 def test_a_new_video_preprocessing_invalidates(tiny_workspace, filled, monkeypatch):

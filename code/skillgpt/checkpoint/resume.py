@@ -15,15 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.checkpoint.delta import CHECKPOINT_PREFIX, COMPLETE, list_checkpoints, save_trained_parts
 from skillgpt.checkpoint.manifest import verify_manifest, write_manifest
 from skillgpt.checkpoint.optimizer import gather_trainable, load_optimizer_state, save_optimizer_state
-from skillgpt.config import Config
+from skillgpt.config import Config, config_diff, load_resolved
+from skillgpt.distributed import raise_if_any, run_on_rank0
+from skillgpt.distributed import rank as process_rank
 from skillgpt.models.skill_model import SkillGPT
+
+# Settings that may differ on resume without changing what is trained.
+RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
+                    "train.output_dir", "train.deepspeed_config", "train.activation_checkpointing", "train.compile",
+                    "data.num_workers", "data.prefetch_factor", "data.feature_cache", "data.cache_videos", "eval.",
+                    "run_name")
 
 
 @dataclass
@@ -38,43 +45,67 @@ class TrainerState:
     world_size: int = 1
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def _save_rng(folder: Path) -> None:
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["cuda"] = torch.cuda.get_rng_state()
-    save_file(tensors, str(folder / f"rng_rank{_rank()}.safetensors"))
+    save_file(tensors, str(folder / f"rng_rank{process_rank()}.safetensors"))
     np_state = np.random.get_state()
     py = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
           "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
-    (folder / f"rng_rank{_rank()}.json").write_text(json.dumps(py))
+    (folder / f"rng_rank{process_rank()}.json").write_text(json.dumps(py))
 
 
 def _load_rng(folder: Path, seed: int) -> None:
     """This rank's RNG streams; a rank the saving run did not have (more processes now) is seeded from
     (seed, rank) instead."""
-    if not (folder / f"rng_rank{_rank()}.safetensors").is_file():
-        seed = seed * 7919 + _rank()
+    if not (folder / f"rng_rank{process_rank()}.safetensors").is_file():
+        seed = seed * 7919 + process_rank()
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
         return
-    tensors = load_file(str(folder / f"rng_rank{_rank()}.safetensors"))
+    tensors = load_file(str(folder / f"rng_rank{process_rank()}.safetensors"))
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["cuda"])
-    py = json.loads((folder / f"rng_rank{_rank()}.json").read_text())
+    py = json.loads((folder / f"rng_rank{process_rank()}.json").read_text())
     random.setstate((py["python"][0], tuple(py["python"][1]), py["python"][2]))
     kind, keys, pos, has_gauss, gauss = py["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+
+def _fresh_folder(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _write_files(engine, model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokenizerBase, state: TrainerState,
+                 tmp: Path, metrics: dict[str, float] | None) -> None:
+    """Every rank's part of a checkpoint: the collective gathers first, then this rank's files."""
+    weights = gather_trainable(model)  # collective: whole tensors whatever the ZeRO stage
+    save_optimizer_state(engine, model, weights, tmp, write=process_rank() == 0)
+    _save_rng(tmp)
+    if process_rank() == 0:
+        save_trained_parts(model, cfg, tokenizer, tmp, weights)
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
+        if metrics:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _publish(tmp: Path, final: Path, run_dir: Path, cfg: Config) -> None:
+    """Rank 0: manifest, COMPLETE marker, rename into place, prune to train.keep_last."""
+    write_manifest(tmp)
+    (tmp / COMPLETE).write_text("ok\n")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    if cfg.train.keep_last > 0:
+        best = best_checkpoint(run_dir, cfg.train.keep_best) if cfg.train.keep_best else None
+        for old in list_checkpoints(run_dir)[: -cfg.train.keep_last]:
+            if old != best:
+                shutil.rmtree(old)
 
 
 def save_checkpoint(
@@ -84,42 +115,29 @@ def save_checkpoint(
     """Write a complete checkpoint (all ranks must call this) and prune to `train.keep_last`.
 
     Everything goes to a hidden temporary folder, then a manifest (sizes, checksums) and the COMPLETE
-    marker, then one rename: a failed save (e.g. a full disk) leaves the previous checkpoint untouched."""
+    marker, then one rename: a failed save (e.g. a full disk) leaves the previous checkpoint untouched.
+    A failure on any rank (rank 0 writes most files) raises on every rank, after the ranks agree on it,
+    instead of leaving the others waiting at a barrier."""
     final = run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = run_dir / f".tmp-{final.name}"
-    if _rank() == 0 and tmp.exists():
-        shutil.rmtree(tmp)
-    _barrier()
+    run_on_rank0(f"preparing {tmp}", lambda: _fresh_folder(tmp))
+    failure: Exception | None = None
     try:
-        if _rank() == 0:
-            tmp.mkdir(parents=True)
-        _barrier()
-        weights = gather_trainable(model)  # collective: whole tensors whatever the ZeRO stage
-        save_optimizer_state(engine, model, weights, tmp, write=_rank() == 0)
-        _save_rng(tmp)
-        _barrier()
-        if _rank() == 0:
-            save_trained_parts(model, cfg, tokenizer, tmp, weights)
-            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=2))
-            if metrics:
-                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            write_manifest(tmp)
-            (tmp / COMPLETE).write_text("ok\n")
+        _write_files(engine, model, cfg, tokenizer, state, tmp, metrics)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         kept = list_checkpoints(run_dir)
-        raise OSError(f"saving {final} failed: {err}; the previous checkpoint "
-                      f"{kept[-1] if kept else '(none)'} is intact") from err
-    if _rank() == 0:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        if cfg.train.keep_last > 0:
-            best = best_checkpoint(run_dir, cfg.train.keep_best) if cfg.train.keep_best else None
-            for old in list_checkpoints(run_dir)[: -cfg.train.keep_last]:
-                if old != best:
-                    shutil.rmtree(old)
-    _barrier()
+        failure = OSError(f"saving {final} failed: {err}; the previous checkpoint "
+                          f"{kept[-1] if kept else '(none)'} is intact")
+        failure.__cause__ = err
+    except Exception as err:  # reported to every rank below
+        failure = err
+    try:
+        raise_if_any(failure, f"saving {final}")
+    except Exception:
+        if process_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    run_on_rank0(f"saving {final}", lambda: _publish(tmp, final, run_dir, cfg))
     return final
 
 
@@ -157,3 +175,27 @@ def load_resume_state(engine, model: SkillGPT, ckpt: Path, seed: int) -> Trainer
     load_optimizer_state(engine, model, ckpt)
     _load_rng(ckpt, seed)
     return read_trainer_state(ckpt)
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def check_resume(previous: Path, cfg: Config, world: int, rank: int) -> None:
+    """Refuse to resume with settings that change the run (unless train.allow_config_change)."""
+    safe = RESUME_SAFE_KEYS + (("train.grad_accum",) if cfg.train.global_batch_size else ())
+    changed = [k for k in config_diff(load_resolved(previous / "config.yaml"), cfg) if not k.startswith(safe)]
+    saved = read_trainer_state(previous)
+    batch = cfg.train.micro_batch_size * cfg.train.grad_accum * world
+    if saved.global_batch and saved.global_batch != batch:
+        changed.append(f"global batch ({saved.global_batch} samples per step on {saved.world_size} process(es), "
+                       f"{batch} now on {world}; set train.global_batch_size to keep it)")
+    if changed and not cfg.train.allow_config_change:
+        raise ValueError(f"{previous}: resuming with settings that change the run: {', '.join(changed)}. "
+                         "Restore them, start a new train.output_dir, or set train.allow_config_change=true")
+    if changed and rank == 0:
+        print(f"[skillgpt] resuming {previous} with changed settings: {', '.join(changed)}")

@@ -32,6 +32,8 @@ MISSING_VALUE = "???"
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.llm.dtype": ("float32", "bfloat16", "float16"),
     "model.encoder.output": ("pooled", "clip_embeddings", "clip_tokens"),
+    "model.encoder.dtype": ("float32", "bfloat16", "float16"),
+    "model.context.encoder.dtype": ("float32", "bfloat16", "float16"),
     "freeze.encoder": ("frozen", "full"),
     "freeze.projector": ("frozen", "full"),
     "freeze.llm": ("frozen", "lora", "full"),

@@ -73,6 +73,9 @@ class EncoderConfig:
     keep_cls: bool = True  # clip_tokens: keep the class token of each clip
     pool: int = 1  # clip_tokens: a g x g patch grid becomes round(g/pool) x round(g/pool)
     normalize_tokens: bool = True  # clip_tokens: apply the head's final LayerNorm
+    # Weights and compute dtype of this frozen encoder in training (whatever train.precision), eval,
+    # inference and the feature cache: float32 | bfloat16 | float16. Its output is cast to the projector's.
+    dtype: str = "float32"
 
 
 @dataclass

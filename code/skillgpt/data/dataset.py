@@ -18,6 +18,7 @@ from skillgpt.data.checks import Problem, check_sample, missing_media, to_conver
 from skillgpt.data.templates import get_template
 from skillgpt.data.video import MediaError
 from skillgpt.data.media import DataError, MediaItem, Payload, collate_media, load_media
+from skillgpt.distributed import all_gather, work_share
 
 if TYPE_CHECKING:
     from skillgpt.data.cached_features import CachedFeatures
@@ -85,12 +86,15 @@ class SkillDataset(Dataset):
         self._media_cache: dict[MediaItem, Tensor] = {}
         self.skipped: list[dict[str, str]] = []  # data.on_bad_sample=skip: {"id", "problem"} per dropped sample
         problems: list[tuple[str, str]] = []
+        self._media_fields: list[tuple[str, list[tuple[str, MediaItem]]]] = []  # (id, media fields) per example
         for i, rec in enumerate(tqdm(self.records, desc=f"check {self.path.name}", disable=len(self.records) < 500)):
             sid = str(rec.get("id", f"#{i}"))
             try:
                 self.examples.append(self._example(i, rec, tokenizer, placeholder_tokens, max_length, labels))
             except (DataError, MediaError, ValueError) as err:
                 problems.append((sid, str(err)))
+        if cfg.probe_media:
+            problems += self._probe_media()
         if problems and cfg.on_bad_sample == "error":
             shown = "\n  ".join(p for _, p in problems[:20])
             more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -106,7 +110,7 @@ class SkillDataset(Dataset):
     def _example(self, i: int, rec: dict[str, Any], tokenizer: PreTrainedTokenizerBase,
                  placeholder_tokens: dict[str, int], max_length: int, labels: Optional[list[str]]) -> Example:
         """Check one record: the shared checks (``skillgpt.data.checks``: fields, label, media fields,
-        placeholders), then media files present, length, and (``data.probe_media``) decodable."""
+        placeholders), then media files present and length; `_probe_media` decodes them afterwards."""
         cfg, file = self.cfg, str(self.path)
         checked = check_sample(rec, i, cfg, file, self.root, labels)
         problems = checked.errors + missing_media(checked, file)
@@ -117,16 +121,28 @@ class SkillDataset(Dataset):
         if problem is not None:
             raise _refusal([problem])
         assert tok is not None  # tokenize_sample returns ids whenever it finds no problem
-        if cfg.probe_media:  # decode now: a broken file fails here, not mid-epoch
-            for fld, it in checked.media:
-                try:
-                    pixels = load_media(it, cfg)
-                except MediaError as err:
-                    raise MediaError(str(Problem(file, checked.sid, fld, str(err)))) from err
-                if cfg.cache_videos:
-                    self._media_cache[it] = pixels
+        self._media_fields.append((checked.sid, checked.media))  # decoded by _probe_media
         return Example(checked.sid, tok["input_ids"], tok["labels"], [it for _, it in checked.media],
                        rec.get("scenario"))
+
+    def _probe_media(self) -> list[tuple[str, str]]:
+        """data.probe_media: decode every media file now (a broken file fails here, not mid-epoch), each
+        process its share (example i on rank i % world). The ranks agree on the bad ones, so every rank
+        keeps the same examples and reports the same problems. Returns (sample id, problem) of the dropped."""
+        bad: dict[int, str] = {}
+        for i in work_share(range(len(self.examples))):
+            sid, fields = self._media_fields[i]
+            for fld, it in fields:
+                try:
+                    pixels = load_media(it, self.cfg)
+                except MediaError as err:
+                    bad[i] = str(Problem(str(self.path), sid, fld, str(err)))
+                    break
+                if self.cfg.cache_videos:
+                    self._media_cache[it] = pixels
+        agreed = {i: problem for share in all_gather(bad) for i, problem in share.items()}
+        self.examples = [ex for i, ex in enumerate(self.examples) if i not in agreed]
+        return [(self._media_fields[i][0], agreed[i]) for i in sorted(agreed)]
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Augmented samples depend on (seed, epoch, index) only, so resumed runs see the same ones."""

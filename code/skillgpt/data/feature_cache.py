@@ -25,6 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from skillgpt.distributed import first_failure, work_share
+
 FORMAT_VERSION = 1
 
 
@@ -153,9 +155,17 @@ class FeatureCache:
         return out
 
     def verify(self) -> None:
-        """Check every shard against its SHA-256 (raises CacheError naming the first bad one)."""
-        for name in self.index["shards"]:
-            self._load_shard(name)
+        """Check the shards against their SHA-256, split across processes (shard i on rank i % world),
+        then agree: a bad shard found by any rank raises CacheError naming it on every rank."""
+        problem = None
+        try:
+            for name in work_share(list(self.index["shards"])):
+                self._load_shard(name)
+        except CacheError as err:
+            problem = str(err)
+        problem = first_failure(problem)
+        if problem is not None:
+            raise CacheError(problem)
 
     # ---- writing ----------------------------------------------------------------------------
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:

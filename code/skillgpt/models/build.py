@@ -10,7 +10,7 @@ from skillgpt.config.schema import Config
 from skillgpt.models.encoders import build_encoder
 from skillgpt.models.freeze import apply_freeze_policy
 from skillgpt.models.layout import TokenLayout
-from skillgpt.models.llm import load_llm, load_tokenizer
+from skillgpt.models.llm import DTYPES, load_llm, load_tokenizer
 from skillgpt.models.projectors import build_projector
 from skillgpt.models.skill_model import Branch, SkillGPT
 
@@ -33,6 +33,9 @@ def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
         out = {"video": build_encoder(m.encoder, cfg.data.video, on_meta=on_meta)}
     if m.context.enabled:
         out["context"] = build_encoder(m.context.encoder, cfg.data.video, on_meta=on_meta)
+    declared = {"video": m.encoder.dtype, "audio": m.encoder.dtype, "context": m.context.encoder.dtype}
+    for name, encoder in out.items():  # the one dtype each frozen encoder runs in (train, eval, cache)
+        encoder.to(DTYPES[declared[name]])
     return out
 
 

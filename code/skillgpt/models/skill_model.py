@@ -53,6 +53,14 @@ class SkillGPT(nn.Module):
         self.branches = branches
 
     # ---- parts -------------------------------------------------------------------------------
+    def detach_encoders(self) -> nn.ModuleDict:
+        """Take the frozen encoders out of the module tree (parameters(), to(), state_dict()) so that a
+        DeepSpeed engine neither casts (bf16/fp16) nor partitions (ZeRO-3) them: they keep their declared
+        dtype (model.encoder.dtype). `self.encoder` still returns them; the caller places them on a device."""
+        encoders = self._modules.pop("encoder")
+        self.__dict__["encoder"] = encoders
+        return encoders
+
     @property
     def causal_lm(self) -> PreTrainedModel:
         """The transformers model under any PEFT wrapper (LoRA layers stay injected inside it)."""
