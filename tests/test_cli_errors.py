@@ -54,3 +54,18 @@ def test_placeholder_count_mismatch_is_named(tiny_workspace, capsys) -> None:
 def test_missing_llm_folder_is_named(tiny_workspace, tmp_path, capsys) -> None:
     code, err = _train(tiny_workspace, capsys, f"model.llm.path={tmp_path}/no-such-llm")
     assert code == 2 and "no-such-llm" in err
+
+
+def test_every_checkpoint_command_takes_the_location_flags() -> None:
+    """infer, eval, chat and demo accept --base-llm and --init-from (a checkpoint whose base model or parent
+    moved); the error for a missing one names them (tests/checkpoint/test_lineage.py)."""
+    from skillgpt.checkpoint.flags import location_overrides
+    from skillgpt.cli import build_parser
+
+    parser = build_parser()
+    for command in ("infer", "eval", "chat", "demo"):
+        extra = ["q"] if command == "infer" else []
+        args = parser.parse_args([command, "--ckpt", "C", "--base-llm", "L", "--init-from", "P", *extra])
+        assert location_overrides(args)[:2] == ["model.llm.path=L", "train.init_from=P"], command
+    args = parser.parse_args(["infer", "--ckpt", "C", "--set", "model.encoder.checkpoint=E", "q"])
+    assert location_overrides(args) == ["model.encoder.checkpoint=E"]

@@ -54,14 +54,17 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from skillgpt.eval.run import evaluate
 
+    from skillgpt.checkpoint.flags import location_overrides
+
     evaluate(args.ckpt, split=args.split, out_dir=args.out, limit=args.limit, generate=not args.no_generate,
-             overrides=args.overrides)
+             overrides=location_overrides(args) + args.overrides)
 
 
 def _infer(args: argparse.Namespace) -> None:
+    from skillgpt.checkpoint.flags import location_overrides
     from skillgpt.inference.assistant import SkillAssistant
 
-    assistant = SkillAssistant(args.ckpt, device=args.device)
+    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
     record: dict = {}
     if args.video:
         views = [v.split("=", 1) for v in args.video if "=" in v]
@@ -119,6 +122,8 @@ def _cache_features(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skillgpt.checkpoint.flags import add_location_flags
+
     parser = argparse.ArgumentParser(prog="skillgpt", description="Video-language models that judge human skill.")
     # launchers that put --local_rank before the subcommand (scripts/train.sh passes --no_local_rank)
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -156,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-generate", action="store_true", help="skip free-text generation (likelihood only)")
     p.add_argument("overrides", nargs="*", help="key=value changes to the checkpoint's config, e.g. data.test=FILE "
                    "eval.views=[ego,exo1,exo2] eval.view_groups.Exo=[exo1,exo2]")
+    add_location_flags(p, generic=False)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("infer", help="answer a question about a video")
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print label, level probabilities and answer as JSON")
     p.add_argument("--self-questions", type=int, default=0,
                    help="first ask and answer N questions about the media (needs a vicuna_v1_sq-trained model)")
+    add_location_flags(p)
     p.set_defaults(func=_infer)
 
     p = sub.add_parser("cache-features", help="run the frozen encoders once over a dataset and store the features")

@@ -24,8 +24,17 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
 
-def verify_manifest(folder: Path) -> Optional[str]:
-    """None when every listed file is present with its size and checksum; else what is wrong."""
+def manifest_sha256(folder: Path) -> str:
+    """SHA-256 of `folder`'s manifest: one hash that identifies the checkpoint's content (lineage records it)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (not a complete SkillGPT checkpoint)")
+    return _sha256(path)
+
+
+def verify_manifest(folder: Path, checksums: bool = True) -> Optional[str]:
+    """None when every listed file is present with its size and (with `checksums`) its SHA-256; else what
+    is wrong."""
     path = folder / MANIFEST
     if not path.is_file():
         return f"{path} is missing"
@@ -39,6 +48,6 @@ def verify_manifest(folder: Path) -> Optional[str]:
             return f"{f} is missing"
         if f.stat().st_size != info["size"]:
             return f"{f} has {f.stat().st_size} bytes, the manifest says {info['size']}"
-        if _sha256(f) != info["sha256"]:
+        if checksums and _sha256(f) != info["sha256"]:
             return f"{f} is corrupt (SHA-256 differs from {path})"
     return None

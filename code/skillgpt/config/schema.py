@@ -187,9 +187,20 @@ class DataConfig:
 
 
 @dataclass
+class ParentConfig:
+    """The checkpoint a run started from, recorded when the run starts (skillgpt.checkpoint.lineage)."""
+
+    manifest_sha256: Optional[str] = None  # SHA-256 of its MANIFEST.json: loading refuses a changed parent
+    parts: list[str] = field(default_factory=list)  # what it put into the model: projector | adapter | llm
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = MISSING
-    init_from: Optional[str] = None  # checkpoint folder of the previous stage
+    # previous stage: a checkpoint folder, or a run folder (its newest checkpoint, resolved once when the
+    # run starts and recorded as that checkpoint-N folder with train.parent)
+    init_from: Optional[str] = None
+    parent: ParentConfig = field(default_factory=ParentConfig)  # recorded, not set by hand
     deepspeed_config: str = "dsconfig/stage_1.json"
     epochs: int = 1
     max_steps: int = -1  # optimizer steps; -1 = run all epochs

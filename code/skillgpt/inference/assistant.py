@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from skillgpt.checkpoint.delta import load_trained_parts, resolve_checkpoint
-from skillgpt.config import Config, load_resolved
+from skillgpt.checkpoint.lineage import checkpoint_config
+from skillgpt.config import Config
 from skillgpt.data.media import Payload, load_media, missing_files, sample_media
 from skillgpt.data.prompt import expand_view_placeholders, place_placeholders
 from skillgpt.data.templates import get_template, tokenize_conversation, trim_reply
@@ -30,7 +31,7 @@ class SkillAssistant:
 
     def __init__(self, ckpt: str | Path, device: str | None = None, overrides: list[str] | None = None) -> None:
         self.ckpt = resolve_checkpoint(ckpt)
-        self.cfg: Config = load_resolved(self.ckpt / "config.yaml", overrides or [])
+        self.cfg: Config = checkpoint_config(self.ckpt, overrides or [])  # paths and parent found from any cwd
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.tokenizer = build_model(self.cfg)
         load_trained_parts(self.model, self.ckpt)

@@ -77,8 +77,9 @@ def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTraine
     model = SkillGPT(nn.ModuleDict(encoders), projectors, llm, layouts, branches)
     model.base_llm_path = cfg.model.llm.path
     if cfg.train.init_from and not on_meta:
-        from skillgpt.checkpoint.delta import load_trained_parts, resolve_checkpoint
+        from skillgpt.checkpoint.delta import load_trained_parts
+        from skillgpt.checkpoint.lineage import parent_checkpoint
 
-        load_trained_parts(model, resolve_checkpoint(cfg.train.init_from), cfg)
+        load_trained_parts(model, parent_checkpoint(cfg), cfg)  # the recorded parent, never "newest" again
     apply_freeze_policy(model, cfg.freeze, cfg.model.llm.lora)
     return model, (None if on_meta else load_tokenizer(cfg.model.llm.path))

@@ -215,10 +215,11 @@ class ChatShell:
         return 0
 
 
-def run_chat(ckpt: str, video: str | None = None, device: str | None = None, **gen: float) -> int:
-    """Load the checkpoint and run the terminal chat on stdin/stdout."""
+def run_chat(ckpt: str, video: str | None = None, device: str | None = None, overrides: list[str] | None = None,
+             **gen: float) -> int:
+    """Load the checkpoint (`overrides`: key=value changes to its config) and run the terminal chat."""
     from skillgpt.inference.assistant import SkillAssistant
 
     print(f"loading {ckpt} ...", flush=True)
-    assistant = SkillAssistant(ckpt, device=device)
+    assistant = SkillAssistant(ckpt, device=device, overrides=overrides)
     return ChatShell(assistant, **gen).run(video)

@@ -16,14 +16,18 @@ def _demo(args: argparse.Namespace) -> None:
 def _chat(args: argparse.Namespace) -> None:
     from skillgpt.serve.chat import run_chat
 
+    from skillgpt.checkpoint.flags import location_overrides
+
     status = run_chat(args.ckpt, args.video, device=args.device, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, top_p=args.top_p)
+                      temperature=args.temperature, top_p=args.top_p, overrides=location_overrides(args))
     if status:
         raise SystemExit(status)
 
 
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     """Register the serving subcommands on the `skillgpt` parser."""
+    from skillgpt.checkpoint.flags import add_location_flags
+
     # Defaults of `demo` live in skillgpt.serve.demo.ServeConfig (None here = keep that default); the
     # help texts state them without importing gradio.
     p = sub.add_parser("demo", help="serve a Gradio web demo: skill rating, coaching feedback, chat about a clip")
@@ -40,6 +44,7 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
                    help="folder of example clips (default: the videos of the checkpoint's data.test, if present)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="initial max-new-tokens setting (default 128)")
     p.add_argument("--device", default=None)
+    add_location_flags(p)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("chat", help="chat about a clip in the terminal (/video PATH, /rate, /reset, /quit)")
@@ -49,4 +54,5 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--device", default=None)
+    add_location_flags(p)
     p.set_defaults(func=_chat)

@@ -391,11 +391,12 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
 
 def main(args: argparse.Namespace) -> None:
     """`skillgpt demo`: load the checkpoint, build the app, serve until interrupted."""
+    from skillgpt.checkpoint.flags import location_overrides
     from skillgpt.inference.assistant import SkillAssistant
 
     cfg = serve_config(args)
     print(f"loading {args.ckpt} ...", flush=True)
-    assistant = SkillAssistant(args.ckpt, device=args.device)
+    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
     demo = build_demo(assistant, cfg)
     if cfg.share:
         print("warning: --share makes the demo reachable by anyone with the public link", flush=True)
