@@ -16,7 +16,8 @@ supervised per sample) and fails (exit 1) when:
 - the loss differs from cross-entropy over full-sequence logits computed the plain way (so skipping rows
   cannot drop supervised positions).
 
-Applying the head at supervised positions only (`SkillGPT._supervised_logits`) is what makes SkillGPT's
+Applying the head at supervised positions only (`SkillGPT.supervised_logits`: the causal LM's own forward
+with a `logits_to_keep` boolean mask) is what makes SkillGPT's
 train step cheaper than Llava's (bench/train_step.py, bench/RESULTS.md); this keeps it that way.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch.utils._pytree import tree_leaves
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from skillgpt.config.schema import EncoderConfig, FreezeConfig, LoraConfig, ProjectorConfig, VideoConfig
-from skillgpt.data.templates import IGNORE_INDEX, PLACEHOLDERS
+from skillgpt.constants import IGNORE_INDEX, PLACEHOLDERS
 from skillgpt.models.encoders import build_encoder
 from skillgpt.models.freeze import apply_freeze_policy
 from skillgpt.models.projectors import build_projector
@@ -94,21 +95,22 @@ def batch(n_vis: int) -> dict:
     return dict(input_ids=ids, attention_mask=mask, labels=labels, media={"video": pixels})
 
 
-def full_sequence_logits(self, hidden, labels):
+def full_sequence_logits(self, input_ids, attention_mask, labels, media=None):
     """What a regression would look like: the head on every position, then the supervised rows picked."""
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = self.causal_lm.get_output_embeddings()(hidden[:, :-1]).float()
-    return logits[keep], targets[keep], keep
+    embeds = self.embed(input_ids, media)
+    logits = self.causal_lm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
+    return logits[:, :-1].float()[keep], targets[keep], keep
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--simulate-regression", action="store_true",
-                    help="patch SkillGPT._supervised_logits to compute full-sequence logits (the check must fail)")
+                    help="patch SkillGPT.supervised_logits to compute full-sequence logits (the check must fail)")
     args = ap.parse_args()
     if args.simulate_regression:
-        SkillGPT._supervised_logits = full_sequence_logits
+        SkillGPT.supervised_logits = full_sequence_logits
     model = build()
     b = batch(model.num_visual_tokens())
     n_sup = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
@@ -139,7 +141,7 @@ def main() -> int:
     took = time.perf_counter() - START  # imports included
     if problems:
         print("logits_check FAILED: a SkillGPT training step computes logits beyond the supervised positions "
-              "(see SkillGPT._supervised_logits):\n  - " + "\n  - ".join(problems), file=sys.stderr)
+              "(see SkillGPT.supervised_logits):\n  - " + "\n  - ".join(problems), file=sys.stderr)
         return 1
     print(f"logits_check ok: batch {bsz} x {seq} tokens, vocab {VOCAB}; LM head rows {rows} <= {n_sup} supervised; "
           f"largest tensor {list(seen.largest)}; loss matches full-logit cross-entropy ({took:.1f} s)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -22,10 +22,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from skillgpt.config.schema import DataConfig
+from skillgpt.constants import PLACEHOLDER_OF, Payload  # noqa: F401 (re-exported: the old import path)
 from skillgpt.data.video import MediaError, load_video
-
-PLACEHOLDER_OF = {"video": "<video>", "image": "<image>", "audio": "<audio>"}
-Payload = Union[Tensor, dict[str, Tensor]]  # pixels / log-mels, or cached features by branch
 
 
 class DataError(ValueError):

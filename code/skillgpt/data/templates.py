@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-PLACEHOLDERS: dict[str, int] = {"<video>": -200, "<image>": -201, "<audio>": -202}
-IGNORE_INDEX = -100
+from skillgpt.constants import IGNORE_INDEX, PLACEHOLDERS  # noqa: F401 (re-exported: the old import path)
+
 Span = tuple[int, int]
 Message = dict[str, str]  # normalised: {"role": "system"|"user"|"assistant", "content": str}
 
@@ -437,12 +437,14 @@ def tokenize_conversation(
     return {"input_ids": input_ids, "labels": labels}
 
 
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any (non-empty) stop string: the one stop-string trimming
+    (replies, streamed replies, self-questioning)."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
+    return text[: min(hits)] if hits else text
+
+
 def trim_reply(template: str | ConversationTemplate, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
     """Cut generated text at the template's first stop string and strip surrounding whitespace."""
-    cut = len(text)
-    for stop in get_template(template).stop_strings(tokenizer):
-        idx = text.find(stop)
-        if stop and idx != -1:
-            cut = min(cut, idx)
-    return text[:cut].strip()
+    return cut_at_stops(text, get_template(template).stop_strings(tokenizer)).strip()
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,13 +10,10 @@ from peft import PeftModel
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from skillgpt.data.templates import PLACEHOLDERS
-from skillgpt.data.media import PLACEHOLDER_OF
+from skillgpt.constants import IGNORE_INDEX, KIND_OF_PLACEHOLDER, PLACEHOLDER_OF, PLACEHOLDERS, Payload
 from skillgpt.models.layout import TokenLayout
 
-IGNORE_INDEX = -100
-KIND_OF_PLACEHOLDER = {ph: kind for kind, ph in PLACEHOLDER_OF.items()}
-Payload = Union[Tensor, dict[str, Tensor]]  # pixels / log-mels, or precomputed features by branch
+__all__ = ["IGNORE_INDEX", "Branch", "Payload", "SkillGPT", "pick_frames"]  # IGNORE_INDEX, Payload: old import path
 
 
 @dataclass(frozen=True)
@@ -133,17 +130,32 @@ class SkillGPT(nn.Module):
         return embeds
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, media: Optional[dict[str, Payload]]) -> Tensor:
-        """Last hidden states of the decoder (no LM head applied)."""
+        """Last hidden states of the decoder (no LM head applied; no KV cache built)."""
         embeds = self.embed(input_ids, media)
         decoder = self.causal_lm.get_decoder()
-        return decoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        return decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
-    def _supervised_logits(self, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """LM head only at positions whose next token is supervised."""
+    def supervised_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """fp32 logits [K, V] at the K positions whose next token is supervised, their targets [K] and the
+        mask [B, L-1] of those positions (row-major order, as `logits`).
+
+        The causal LM's own forward computes them, so whatever it does after its LM head applies exactly as
+        in generation (Granite's `logits_scaling`, Cohere's `logit_scale`, Gemma-2's final soft-capping);
+        its `logits_to_keep` boolean mask makes the head run on the supervised rows only (never [B, L, V]).
+        No KV cache is built."""
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = self.causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-        return logits, targets[keep], keep
+        rows = F.pad(keep, (0, 1))  # position t predicts token t+1; the last position predicts nothing
+        out = self.causal_lm(inputs_embeds=self.embed(input_ids, media), attention_mask=attention_mask,
+                             use_cache=False, logits_to_keep=rows)
+        logits = out.logits
+        if logits.shape[:-1] != (int(keep.sum()),):
+            raise RuntimeError(
+                f"{type(self.causal_lm).__name__} ignored logits_to_keep (a [B, L] boolean mask): got logits "
+                f"{tuple(logits.shape)}, expected [{int(keep.sum())}, V]; it needs transformers >= 5")
+        return logits.float(), targets[keep], keep
 
     # ---- training / scoring ------------------------------------------------------------------
     def forward(
@@ -153,10 +165,9 @@ class SkillGPT(nn.Module):
         """Cross-entropy over supervised tokens: their mean, or with `num_tokens` their sum divided by it
         (the trainer passes the supervised-token count of the whole global batch, so how a batch is split
         into micro-batches and processes does not change what is learned)."""
-        hidden = self.hidden_states(input_ids, attention_mask, media)
-        logits, targets, _ = self._supervised_logits(hidden, labels)
+        logits, targets, _ = self.supervised_logits(input_ids, attention_mask, labels, media)
         if targets.numel() == 0:
-            return hidden.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
+            return logits.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
         if num_tokens is None:
             return F.cross_entropy(logits, targets)
         return F.cross_entropy(logits, targets, reduction="sum") / num_tokens
@@ -166,8 +177,7 @@ class SkillGPT(nn.Module):
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None
     ) -> Tensor:
         """Sum of log-probabilities of the supervised tokens of each sample: [B]."""
-        hidden = self.hidden_states(input_ids, attention_mask, media)
-        logits, targets, keep = self._supervised_logits(hidden, labels)
+        logits, targets, keep = self.supervised_logits(input_ids, attention_mask, labels, media)
         token_lp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         sample_of_token = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(keep)
         out = torch.zeros(input_ids.shape[0], device=input_ids.device, dtype=token_lp.dtype)
