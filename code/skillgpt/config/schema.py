@@ -229,6 +229,8 @@ class TrainConfig:
 class EvalConfig:
     split: str = "test"  # data.<split> is evaluated
     labels: list[str] = field(default_factory=lambda: list(PROFICIENCY_LEVELS))
+    # the prompt of samples without conversations; a sample with one is scored with its first human turn
+    # (skillgpt.data.prompt); placeholders follow the media given (a <video> without video is dropped)
     question: str = "<video> What is the proficiency level of this athlete?"
     max_new_tokens: int = 32
     batch_size: int = 8
