@@ -5,8 +5,8 @@ NCCL serves CUDA tensors only ("No backend type associated with device type cpu"
 gloo serves CPU tensors. Every small collective of the trainer goes through here: the tensor is put on
 a device the group serves (its accelerator when the group serves it), or, when the group serves neither
 the CPU nor an available accelerator, reduced over a gloo side group of the same ranks (created once per
-default group, by every rank at the same collective call). Without a process group (or with one
-process) every function is the identity.
+default group, by every rank at the same collective call). Without a process group every function
+is the identity.
 
 A failure on some ranks is turned into the same error on every rank (`first_failure`, `raise_if_any`,
 `run_on_rank0`), so no rank waits at a collective for a rank that has already failed.
@@ -79,8 +79,9 @@ def _route() -> tuple[dist.ProcessGroup, torch.device]:
 
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum of `value` over all ranks, on `value`'s device (any device, any backend)."""
-    if world_size() == 1:
+    """Sum of `value` over all ranks, on `value`'s device (any device, any backend). A one-process group
+    still runs the collective, so a 1-GPU run exercises the NCCL path."""
+    if not dist.is_initialized():
         return value
     group, device = _route()
     out = value.detach().to(device, copy=True)
@@ -107,7 +108,7 @@ def first_failure(problem: Optional[str]) -> Optional[str]:
 
 def all_gather(value: T) -> list[T]:
     """Every rank's `value` (picklable), in rank order, on every rank."""
-    if world_size() == 1:
+    if not dist.is_initialized():
         return [value]
     group, _ = _route()
     out: list = [None] * world_size()
