@@ -80,7 +80,7 @@ class ContentHasher:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several processes may write the same file
     tmp.write_text(text)
     os.replace(tmp, path)
 
