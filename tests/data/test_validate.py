@@ -132,3 +132,97 @@ def test_mixture_splits_are_validated_per_dataset(tiny_workspace, tmp_path) -> N
     report = validate_config(cfg, "train", progress=False, decode=False, use_cache=False)
     assert report.ok, report.format()
     assert [s.split for s in report.splits] == ["train:mine", "train:captions"]
+
+
+# ---- placeholder counts: layout arithmetic from the config, equal to the built model's --------------------
+PRESETS = ["tiny", "qwen2.5-1.5b", "vicuna-7b-v0"]
+VARIANTS = {  # overrides on the tiny preset: every encoder output, projector, view mode and branch
+    "pooled+linear": ["model.encoder.output=pooled", "model.projector.name=linear"],
+    "clip_embeddings": ["model.encoder.output=clip_embeddings"],
+    "grid-pool+pool": ["model.encoder.pool=2", "model.encoder.keep_cls=false", "model.projector.name=pool",
+                       "model.projector.pool=2"],
+    "resampler": ["model.projector.name=resampler", "model.projector.num_queries=3", "data.video.num_clips=3"],
+    "prototype": ["model.projector.name=prototype", "model.projector.num_prototypes=5"],
+    "fused-views+view_fusion": ["data.views=[ego,exo1]", "model.projector.name=view_fusion"],
+    "fused-views+pool": ["data.views=[ego,exo1,exo2]", "model.projector.name=pool"],
+    "separate-views": ["data.views=[ego,exo1]", "data.view_mode=separate"],
+    "clip+pool": ["model.encoder.name=hf_image", "model.encoder.path={clip}", "model.projector.name=pool",
+                  "data.video.frames_per_clip=3"],
+    "videomae+resampler": ["model.encoder.name=hf_video", "model.encoder.path={videomae}", "model.encoder.pool=2",
+                           "model.projector.name=resampler", "model.projector.num_queries=2"],
+    "videomae-temporal-pool": ["model.encoder.name=hf_video", "model.encoder.path={videomae}",
+                               "model.encoder.temporal_pool=true"],
+    "timesformer": ["model.encoder.name=hf_video", "model.encoder.path={timesformer}"],
+    "siglip-context": ["model.context.enabled=true", "model.context.encoder.path={siglip}", "model.context.frames=3",
+                       "model.context.position=after", "model.context.encoder.pool=2"],
+    "audio-clip_tokens": ["model.audio.enabled=true", "model.audio.output=clip_tokens", "data.audio.num_clips=2"],
+    "audio-pooled": ["model.audio.enabled=true", "model.audio.output=pooled", "model.audio.projector.name=linear"],
+}
+
+
+@pytest.fixture(scope="module")
+def hf_configs(tmp_path_factory) -> dict[str, Path]:
+    """config.json (+ pixel statistics) of tiny CLIP, SigLIP, VideoMAE and TimeSformer: enough for the
+    meta-device build and for the arithmetic; no weights."""
+    from transformers import CLIPVisionConfig, SiglipVisionConfig, TimesformerConfig, VideoMAEConfig
+
+    root = tmp_path_factory.mktemp("hf-configs")
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    configs = {
+        "clip": CLIPVisionConfig(image_size=32, patch_size=8, **small),
+        "siglip": SiglipVisionConfig(image_size=48, patch_size=8, **small),
+        "videomae": VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, **small),
+        "timesformer": TimesformerConfig(image_size=32, patch_size=16, num_frames=3, **small),
+    }
+    for name, config in configs.items():
+        config.save_pretrained(root / name)
+        (root / name / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
+                                                                           "image_std": [0.5] * 3}))
+    return {name: root / name for name in configs}
+
+
+def _counts_agree(cfg) -> dict[str, int]:
+    from skillgpt.models.build import build_model
+    from skillgpt.models.tokens import placeholder_tokens
+
+    model, _ = build_model(cfg, on_meta=True)
+    counted = placeholder_tokens(cfg)
+    assert counted == model.placeholder_tokens()
+    return counted
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_placeholder_counts_of_every_preset_equal_the_models(preset, tiny_workspace) -> None:
+    from skillgpt.config import load_config
+
+    stage = Path(__file__).resolve().parents[2] / "config" / "stage_2.yaml"
+    cfg = load_config(stage, [f"preset={preset}", f"model.llm.path={tiny_workspace.llm}", "train.init_from=null"])
+    counts = _counts_agree(cfg)
+    assert counts["<video>"] > counts["<image>"] > 0
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_placeholder_counts_of_encoder_projector_variants_equal_the_models(variant, tiny_workspace,
+                                                                          hf_configs) -> None:
+    overrides = [o.format(**{k: str(v) for k, v in hf_configs.items()}) for o in VARIANTS[variant]]
+    _counts_agree(tiny_workspace.config(2, "validate", "train.init_from=null", *overrides))
+
+
+def test_validate_builds_no_model(tiny_workspace, tmp_path, monkeypatch) -> None:
+    from skillgpt.models import build
+
+    def refuse(*_a, **_k):
+        raise AssertionError("validate built a model")
+
+    monkeypatch.setattr(build, "build_model", refuse)
+    train = tmp_path / "train.json"
+    _copy_split(tiny_workspace, train)
+    report = validate_config(_cfg(tiny_workspace, train), ["train"], progress=False, decode=False, use_cache=False)
+    assert report.ok and report.splits[0].max_tokens > 0, report.format()
+
+
+def test_config_load_refuses_several_crops(tiny_workspace) -> None:
+    from skillgpt.config.loader import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.video.num_crops: 3 is not supported, only 1: the visual token layout"):
+        tiny_workspace.config(2, "validate", "data.video.num_crops=3")

@@ -1,8 +1,10 @@
 """The exact trainable parameters of each stage, and that LoRA really learns in stage 2."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from skillgpt.config.loader import ConfigError
 from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.models.build import build_model
 
@@ -53,3 +55,9 @@ def test_stage2_trains_projector_and_lora_and_lora_gets_gradients(tiny_workspace
         assert named[name].grad is not None and named[name].grad.abs().sum() > 0, name
     frozen = [n for n, p in named.items() if not p.requires_grad and p.grad is not None]
     assert frozen == []
+
+
+def test_config_load_refuses_a_trainable_encoder(tiny_workspace):
+    """freeze.encoder: full is refused when the config loads (not half-applied when the model is built)."""
+    with pytest.raises(ConfigError, match=r"freeze.encoder: 'full' is not supported, only 'frozen'"):
+        tiny_workspace.config(2, "freeze", "train.init_from=null", "freeze.encoder=full")

@@ -54,6 +54,14 @@ MINIMUMS: dict[str, int] = {
     "data.video.frames_per_clip": 1, "data.audio.num_clips": 1,
 }
 
+# Keys whose other values the schema admits but this version refuses: key -> (the supported value, why).
+ONLY_SUPPORTED: dict[str, tuple[Any, str]] = {
+    "freeze.encoder": ("frozen", "the encoders are frozen feature extractors (kept out of the DeepSpeed engine "
+                       "and of the optimizer, their features cacheable); training them is not implemented"),
+    "data.video.num_crops": (1, "the visual token layout counts one crop per clip, so more crops would not "
+                             "match the placeholder tokens; multi-crop video is not implemented yet"),
+}
+
 _STAGE_SECTION = re.compile(r"stage_(\d+)")
 _DOTTED_KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -330,6 +338,11 @@ def _choice_problems(values: dict[str, Any], source_of: Callable[[str], str]) ->
         value = values.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
             problems.append(f"{source_of(key)}: {key}: must be >= {low}, got {value!r}")
+    for key, (supported, why) in ONLY_SUPPORTED.items():
+        value = values.get(key, supported)
+        if _is_placeholder(value) or value == supported or value not in CHOICES.get(key, (value,)):
+            continue  # a value outside CHOICES is reported above
+        problems.append(f"{source_of(key)}: {key}: {value!r} is not supported, only {supported!r}: {why}")
     return problems
 
 
@@ -368,7 +381,7 @@ def _finalize(cfg: DictConfig, sources: _Sources, where: str) -> Config:
     except OmegaConfBaseException as err:
         raise ConfigError(_omega_problem(err, sources.of(getattr(err, "full_key", None)))) from None
     assert isinstance(obj, Config)
-    values = {key: _get(obj, key) for key in list(CHOICES) + list(MINIMUMS)}
+    values = {key: _get(obj, key) for key in [*CHOICES, *MINIMUMS, *ONLY_SUPPORTED]}
     _raise(_choice_problems(values, sources.of))
     return obj
 

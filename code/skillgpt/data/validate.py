@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from skillgpt.config.schema import Config, DataConfig
 from skillgpt.data.checks import Problem, check_sample, eval_task_problems, structure_problems, tokenize_sample
+from skillgpt.hashing import file_sha256
 
 # The data pipeline (torch, transformers) is imported inside the functions that need it, so a run
 # answered from the cache costs no more than reading the data file.
@@ -145,14 +146,6 @@ class ValidationReport:
 # ---------------------------------------------------------------------------------- cache
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stat(path: Path) -> Optional[list[int]]:
     try:
         st = path.stat()
@@ -216,18 +209,17 @@ def _cache_write(path: Path, key: str, report: SplitReport) -> None:
 
 
 class _Tools:
-    """Tokenizer and placeholder token counts, built on first use only (a cache hit needs neither)."""
+    """Tokenizer and placeholder token counts, made on first use only (a cache hit needs neither)."""
 
     def __init__(self, cfg: Config, tokenizer: Any, placeholder_tokens: Optional[dict[str, int]]) -> None:
         self.cfg, self._tokenizer, self._tokens = cfg, tokenizer, placeholder_tokens
 
     @property
     def placeholder_tokens(self) -> dict[str, int]:
-        if self._tokens is None:
-            from skillgpt.models.build import build_model
+        if self._tokens is None:  # layout arithmetic from the config: no model is built
+            from skillgpt.models.tokens import placeholder_tokens
 
-            model, _ = build_model(self.cfg, on_meta=True)  # only the token layout is needed
-            self._tokens = dict(model.placeholder_tokens())
+            self._tokens = placeholder_tokens(self.cfg)
         return self._tokens
 
     @property
@@ -302,7 +294,7 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
     if use_cache:
         settings = _settings(cfg, data_cfg, name == cfg.eval.split, decode)
         named = sorted({str(p) for rec in records for p in _named_files(rec, root)})
-        settings.update(file_sha256=_sha256(path), media=[[p, _stat(Path(p))] for p in named])
+        settings.update(file_sha256=file_sha256(path), media=[[p, _stat(Path(p))] for p in named])
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         hit = _cache_read(cache_path(path)).get("entries", {}).get(key)
         if hit:
@@ -399,7 +391,8 @@ def validate_config(cfg: Config, splits: str | Iterable[str] = SPLITS, *, tokeni
     """Validate the config's data splits (see the module docstring); never raises for bad data.
 
     Pass `tokenizer` and `placeholder_tokens` (``model.placeholder_tokens()``) when they exist already;
-    otherwise they are built on first need (the model on the meta device). Unchanged splits come from
+    otherwise they are made on first need (token counts by layout arithmetic from the config, no model).
+    Unchanged splits come from
     the cache. `workers` threads check media files."""
     names = [s.strip() for s in (splits.split(",") if isinstance(splits, str) else splits) if s.strip()]
     unknown = [s for s in names if s not in SPLITS]

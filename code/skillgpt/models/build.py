@@ -13,6 +13,7 @@ from skillgpt.models.layout import TokenLayout
 from skillgpt.models.llm import DTYPES, load_llm, load_tokenizer
 from skillgpt.models.projectors import build_projector
 from skillgpt.models.skill_model import Branch, SkillGPT
+from skillgpt.models.tokens import layouts
 
 
 def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
@@ -40,19 +41,11 @@ def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
 
 
 def _layouts(cfg: Config, encoders: dict[str, nn.Module]) -> dict[str, dict[str, TokenLayout]]:
-    """Token layout of each branch for each placeholder kind (video, image, audio)."""
-    v = cfg.data.video
-    fused_views = len(cfg.data.views) if cfg.data.views and cfg.data.view_mode == "fuse" else 1
-    video = {"video": replace(encoders["video"].layout(v.num_clips, v.frames_per_clip), views=fused_views)}
-    image = {"video": encoders["video"].layout(1, v.frames_per_clip)}
-    if "context" in encoders:
-        frames = cfg.model.context.frames
-        video["context"] = replace(encoders["context"].layout(frames, 1), views=fused_views)
-        image["context"] = encoders["context"].layout(frames, 1)
-    out = {"video": video, "image": image}
-    if "audio" in encoders:
-        out["audio"] = {"audio": encoders["audio"].layout(cfg.data.audio.num_clips)}
-    return out
+    """Token layout of each branch for each placeholder kind (video, image, audio), from the built encoders."""
+    def layout_of(name: str, clips: int, frames: int) -> TokenLayout:
+        return encoders[name].layout(clips) if name == "audio" else encoders[name].layout(clips, frames)
+
+    return layouts(cfg, layout_of)
 
 
 def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTrainedTokenizerBase]:
