@@ -1,25 +1,18 @@
 """Checkpoint manifests: every file's size and SHA-256, written last, checked before a checkpoint is used."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
 
+from skillgpt.hashing import file_sha256
+
 MANIFEST = "MANIFEST.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path) -> None:
     """Record every file below `folder` (relative path -> size, sha256)."""
-    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
              for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
@@ -29,7 +22,7 @@ def manifest_sha256(folder: Path) -> str:
     path = folder / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing (not a complete SkillGPT checkpoint)")
-    return _sha256(path)
+    return file_sha256(path)
 
 
 def verify_manifest(folder: Path, checksums: bool = True) -> Optional[str]:
@@ -48,6 +41,6 @@ def verify_manifest(folder: Path, checksums: bool = True) -> Optional[str]:
             return f"{f} is missing"
         if f.stat().st_size != info["size"]:
             return f"{f} has {f.stat().st_size} bytes, the manifest says {info['size']}"
-        if checksums and _sha256(f) != info["sha256"]:
+        if checksums and file_sha256(f) != info["sha256"]:
             return f"{f} is corrupt (SHA-256 differs from {path})"
     return None

@@ -6,9 +6,10 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from skillgpt.constants import PROFICIENCY_LEVELS  # re-exported: the old import path
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-PROFICIENCY_LEVELS = ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.config.schema import AugmentConfig, DataConfig
+from skillgpt.constants import IGNORE_INDEX
 from skillgpt.data.augment import AugmentParams, apply_spatial, draw_params, sample_generator
 from skillgpt.data.checks import Problem, check_sample, missing_media, to_conversation, tokenize_sample
 from skillgpt.data.templates import get_template
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DataError", "SkillDataset", "collate", "read_samples", "to_conversation"]
 
-IGNORE_INDEX = -100
 
 
 def read_samples(json_path: str | Path) -> list[dict[str, Any]]:

@@ -26,21 +26,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from skillgpt.distributed import first_failure, work_share
+from skillgpt.hashing import file_sha256 as sha256_file  # the name its callers use
 
 FORMAT_VERSION = 1
 
 
 class CacheError(ValueError):
     """The feature cache is corrupt or does not match; the message names the file."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def signature_hash(signature: dict[str, Any]) -> str:

@@ -13,15 +13,9 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from skillgpt.data.media import Payload, collate_media, media_to
-from skillgpt.data.templates import ConversationTemplate
+from skillgpt.data.templates import ConversationTemplate, cut_at_stops
 
 Media = list[tuple[str, Payload]]
-
-
-def cut_at_stops(text: str, stops: list[str]) -> str:
-    """`text` up to the first occurrence of any (non-empty) stop string."""
-    hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
-    return text[: min(hits)] if hits else text
 
 
 def partial_reply(text: str, stops: list[str]) -> str:

@@ -17,9 +17,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from skillgpt.constants import IGNORE_INDEX
 from skillgpt.data.media import Payload, collate_media, media_to
 
-IGNORE_INDEX = -100
 Media = list[tuple[str, Payload]]  # (kind, pixels or encoder features by branch) in placeholder order
 Tokens = dict[str, list[int]]  # {"input_ids", "labels"} as tokenize_conversation returns them
 

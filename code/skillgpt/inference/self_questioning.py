@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from skillgpt.data.prompt import expand_view_placeholders
-from skillgpt.data.templates import tokenize_conversation
-from skillgpt.inference.generation import batch_media, cut_at_stops
+from skillgpt.data.templates import cut_at_stops, tokenize_conversation
+from skillgpt.inference.generation import batch_media
 from skillgpt.inference.scoring import score_sequences
 
 Turn = dict[str, str]

@@ -13,7 +13,6 @@ requests go through Gradio's queue with a fixed number running at once.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import gradio as gr
 
+from skillgpt.hashing import file_sha256
 from skillgpt.serve.chat import Conversation, describe_error
 
 if TYPE_CHECKING:
@@ -124,15 +124,6 @@ def check_upload(path: str | Path, kind: str, cfg: ServeConfig) -> None:
         raise UploadRejected(f"{name} is too long: {duration:.1f} s (the limit is {cfg.max_duration_s:g} s)")
 
 
-def _digest(path: str | Path) -> str:
-    """SHA-256 of a file's content: the same clip uploaded again is the same clip."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- example clips
 
 
@@ -193,7 +184,7 @@ class SkillDemo:
             if path:
                 check_upload(path, kind, self.cfg)
                 record[kind] = str(path)
-                key.append((kind, _digest(path)))
+                key.append((kind, file_sha256(path)))  # the same clip uploaded again is the same clip
         if not record:
             return (), None
         k = tuple(key)

@@ -23,11 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from skillgpt.constants import PROFICIENCY_LEVELS
 from skillgpt.data.convert._common import (
     Context, Conversion, ConversionError, entry_list, parse_views, read_structured, view_video, with_placeholder,
 )
 
-LEVELS = ("Novice", "Early Expert", "Intermediate Expert", "Late Expert")  # = config.schema.PROFICIENCY_LEVELS
+LEVELS = PROFICIENCY_LEVELS
 QUESTION = "<video>\nWhat is the proficiency level of this athlete?"
 
 
