@@ -180,12 +180,9 @@ def _absolute(value: str | None) -> str | None:
 
 def _resumed_parent(cfg: Config, run_dir: Path) -> Config | None:
     """The config of the newest checkpoint of `run_dir` when this start resumes it and it recorded a parent."""
-    if not cfg.train.resume:
-        return None
-    for ckpt in reversed(list_checkpoints(run_dir)):
-        saved = load_resolved(ckpt / "config.yaml")
-        return saved if saved.train.parent.manifest_sha256 else None
-    return None
+    found = list_checkpoints(run_dir) if cfg.train.resume else []
+    saved = load_resolved(found[-1] / "config.yaml") if found else None
+    return saved if saved is not None and saved.train.parent.manifest_sha256 else None
 
 
 def record_lineage(cfg: Config, run_dir: str | Path) -> Config:
