@@ -20,7 +20,7 @@ from skillgpt.eval.report import format_table, write_results
 from skillgpt.eval.report import format_task, write_task_results
 from skillgpt.eval.tasks import run_task
 from skillgpt.eval.views import view_accuracies, view_record
-from skillgpt.inference.self_questioning import label_scores_in_context, self_questioning_context
+from skillgpt.inference.self_questioning import label_scores_in_context, self_questioning_context, without_placeholders
 from skillgpt.inference.assistant import SkillAssistant
 
 
@@ -44,12 +44,6 @@ def _score_views(assistant: SkillAssistant, chunk: list[dict], root: Path,
             if view == views[0]:
                 first.append(media)
     return [view_record(scores, dict(cfg.eval.view_groups), labels) for scores in per_view], first
-
-
-def _without_placeholders(question: str, assistant: SkillAssistant) -> str:
-    for placeholder in assistant.placeholder_tokens:
-        question = question.replace(placeholder, "")
-    return question.strip()
 
 
 def _score_sample(assistant: SkillAssistant, sample: dict, media: list, labels: list[str],
@@ -125,7 +119,7 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
                 row = label_scores_in_context(assistant, context, media, question, labels)
                 answer = None
                 if generate:
-                    follow_up = {"from": "human", "value": _without_placeholders(question, assistant)}
+                    follow_up = {"from": "human", "value": without_placeholders(question, assistant.placeholder_tokens)}
                     answer = assistant.reply(context + [follow_up], media, max_new_tokens=cfg.eval.max_new_tokens)
                 records.append({"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "label": s["label"],
                                 "pred": labels[int(row.argmax())], "scores": row.tolist(), "generated": answer,

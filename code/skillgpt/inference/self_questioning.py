@@ -3,7 +3,7 @@ then answers the user with that exchange as context. Needs a template trained wi
 questions (``vicuna_v1_sq``), which teaches the model to continue an open user turn with a question."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -14,6 +14,13 @@ from skillgpt.inference.generation import batch_media
 from skillgpt.inference.scoring import score_sequences
 
 Turn = dict[str, str]
+
+
+def without_placeholders(question: str, placeholders: Iterable[str]) -> str:
+    """`question` for a turn after the media were given: its placeholders removed."""
+    for placeholder in placeholders:
+        question = question.replace(placeholder, "")
+    return question.strip()
 
 
 @torch.no_grad()
@@ -50,7 +57,8 @@ def ask_with_self_questions(assistant: Any, question: str, media: list, n: int, 
     if n <= 0:
         return assistant.ask(question, media, **gen), []
     context = self_questioning_context(assistant, media, n, int(gen.get("max_new_tokens", 32)))
-    answer = assistant.reply(context + [{"from": "human", "value": question.replace("<video>", "").strip()}], media, **gen)
+    follow_up = {"from": "human", "value": without_placeholders(question, assistant.placeholder_tokens)}
+    answer = assistant.reply(context + [follow_up], media, **gen)
     return answer, context
 
 
@@ -61,10 +69,8 @@ def label_scores_in_context(assistant: Any, context: list[Turn], media: list, qu
 
     Only the final answer is scored (the context's own answers are the same for every label), so the
     context runs once as the shared KV prefix."""
-    q = question
-    for placeholder in assistant.placeholder_tokens:
-        q = q.replace(placeholder, "")
-    seqs = [assistant.encode([*context, {"from": "human", "value": q.strip()}, {"from": "gpt", "value": label}], False)
+    q = without_placeholders(question, assistant.placeholder_tokens)
+    seqs = [assistant.encode([*context, {"from": "human", "value": q}, {"from": "gpt", "value": label}], False)
             for label in labels]
     # the context's own answers are supervised too: score only each sequence's last answer
     seqs = [{"input_ids": s["input_ids"], "labels": _last_answer(s["labels"])} for s in seqs]
