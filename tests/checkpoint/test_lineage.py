@@ -112,6 +112,13 @@ def test_cli_infer_from_another_working_directory(runs: Runs, moved: Path, capsy
     _close(json.loads(out.out)["probabilities"], runs.scores["stage_2"])
 
 
+def test_cli_eval_of_a_moved_tree_finds_its_test_split(moved: Path, tmp_path: Path, capsys) -> None:
+    code = main(["eval", "--ckpt", str(moved / "ckpt" / "stage_2"), "--limit", "2", "--no-generate",
+                 "--out", str(tmp_path / "eval")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "eval" / "results.json").is_file()
+
+
 def test_missing_parent_is_named_with_the_fix(runs: Runs, moved: Path, tmp_path: Path, capsys) -> None:
     shutil.move(moved / "ckpt" / "stage_1", tmp_path / "stage_1_new")
     ckpt = moved / "ckpt" / "stage_2"
