@@ -50,3 +50,16 @@ def test_eval_scores_with_the_samples_own_first_human_turn() -> None:
     assert eval_question(sample, "<video> default") == "<video>\nWhat is it?"
     assert eval_question({"caption": "a dive"}, "<video> default") == "<video> default"
     assert eval_question({"conversations": [{"from": "gpt", "value": "x"}]}, "d") == "d"
+
+
+def test_caption_prompts_take_their_placeholders_from_the_media(tmp_path) -> None:
+    from skillgpt.data.checks import check_sample
+
+    cfg = DataConfig(train=None, format="caption")
+    assert any("<video>" in p for p in cfg.caption_prompts)
+    checked = check_sample({"id": "red", "image": "red.png", "caption": "A red square."}, 0, cfg, "c.json", tmp_path)
+    assert not checked.errors, checked.errors
+    assert checked.turns is not None and checked.turns[0]["value"].startswith("<image>\n")
+    assert "<video>" not in checked.turns[0]["value"]
+    video = check_sample({"id": "v", "video": "v.mp4", "caption": "A drill."}, 0, cfg, "c.json", tmp_path)
+    assert not video.errors and video.turns[0]["value"].count("<video>") == 1

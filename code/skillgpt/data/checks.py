@@ -113,7 +113,7 @@ def _turns(rec: dict[str, Any], index: int, data_cfg: DataConfig,
            n_media: Optional[Counter[str]]) -> tuple[Optional[list[dict[str, str]]], Found]:
     """The conversation and its problems; placeholder counts are compared only with `n_media` given."""
     from skillgpt.data.media import PLACEHOLDER_OF
-    from skillgpt.data.prompt import expand_view_placeholders
+    from skillgpt.data.prompt import expand_view_placeholders, place_placeholders
     from skillgpt.data.templates import PLACEHOLDERS, normalize_messages
 
     fmt = data_cfg.format
@@ -121,7 +121,11 @@ def _turns(rec: dict[str, Any], index: int, data_cfg: DataConfig,
     if needed not in rec:
         return None, [(needed, f"missing (data.format={fmt} needs '{needed}')")]
     try:
-        turns = expand_view_placeholders(to_conversation(rec, fmt, list(data_cfg.caption_prompts), index), data_cfg)
+        turns = to_conversation(rec, fmt, list(data_cfg.caption_prompts), index)
+        if fmt == "caption" and n_media is not None:  # a fixed prompt: its placeholders follow the media
+            turns = [{**turns[0], "value": place_placeholders(turns[0]["value"], list(n_media.elements()),
+                                                               data_cfg)}, *turns[1:]]
+        turns = expand_view_placeholders(turns, data_cfg)
         msgs = normalize_messages(turns)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         return None, [(needed, str(err))]
