@@ -14,6 +14,7 @@ FUSED = DataConfig(train=None, views=["ego", "exo"], view_mode="fuse")
 def test_a_question_without_placeholders_gets_one_per_item_in_kind_order() -> None:
     assert place_placeholders("Rate.", ["audio", "video", "image"], PLAIN) == "<video>\n<image>\n<audio>\nRate."
     assert place_placeholders("Rate.", [], PLAIN) == "Rate."
+    assert place_placeholders("", ["video"], PLAIN) == "<video>"  # self-questioning's opener
 
 
 def test_placeholders_the_question_holds_are_kept_where_they_are() -> None:

@@ -65,7 +65,7 @@ def place_placeholders(question: str, kinds: Sequence[str], cfg: DataConfig) -> 
                              f"item(s) were given: {question!r}")
         else:
             prefix += [placeholder] * (need[kind] - have)
-    return "\n".join(prefix + [question]) if prefix else question
+    return "\n".join(prefix + ([question] if question else []))
 
 
 def first_human_turn(sample: Mapping[str, Any]) -> Optional[str]:
