@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from skillgpt.checkpoint.delta import list_checkpoints, load_trained_parts
+from skillgpt.checkpoint.lineage import record_lineage
 from skillgpt.checkpoint.resume import (TrainerState, check_resume, latest_valid_checkpoint, load_resume_state,
                                        save_checkpoint, truncate_log)
 from skillgpt.config import Config, save_config
@@ -185,7 +186,6 @@ def prepare_run_dir(cfg: Config, rank: int, world: int) -> tuple[Path, Path | No
     previous = latest_valid_checkpoint(run_dir) if cfg.train.resume else None
     if previous is not None:
         check_resume(previous, cfg, world, rank)
-    # skillgpt.checkpoint.lineage.record_lineage(cfg, run_dir) belongs here (every rank), before the save
     run_on_rank0(f"writing {run_dir / 'config.yaml'}", lambda: _save_run_config(cfg, run_dir))
     return run_dir, previous
 
@@ -277,6 +277,7 @@ def setup(cfg: Config) -> Run:
     rank, world = init_distributed()
     cfg.train.grad_accum = derive_grad_accum(cfg.train, world)
     seed_everything(cfg.train.seed)
+    cfg = record_lineage(cfg, cfg.train.output_dir)  # the parent checkpoint, once; paths that work from anywhere
     run_dir, previous = prepare_run_dir(cfg, rank, world)
     model, tokenizer = build_model(cfg)
     dataset = build_dataset(cfg, model, tokenizer, run_dir, rank)
