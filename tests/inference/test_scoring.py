@@ -77,5 +77,7 @@ def test_eval_encodes_each_sample_once(trained_run, tmp_path, monkeypatch) -> No
     summary = evaluate(trained_run.stage_2, split="test", out_dir=tmp_path, limit=n, generate=True,
                        overrides=["eval.max_new_tokens=4", "eval.batch_size=2"])
     assert summary["n"] == n and len(test) >= n
+    train = json.loads((trained_run.workspace.data / "skill_train.json").read_text())
+    assert "data.train" in summary["baseline"]["source"] and summary["baseline"]["n"] == len(train)
     assert len(LABELS) > 1
     assert sum(encoded_rows) == n  # one video per sample, encoded once for 4 labels and the generated answer

@@ -131,7 +131,8 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
             media = [assistant.load(s, root) for s in chunk]
         for s, item in zip(chunk, media):
             records.append(_score_sample(assistant, s, assistant.encode_media(item), labels, generate))
-    summary = summarize(records, labels, baseline_labels=train_labels(cfg))
+    summary = summarize(records, labels, baseline_labels=train_labels(cfg),
+                        baseline_source=f"train split (data.train: {cfg.data.train})")
     if by_view:
         summary["view_top1"] = view_accuracies(records)
     paths = write_results(summary, records, labels, out)
