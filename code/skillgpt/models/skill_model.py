@@ -150,12 +150,12 @@ class SkillGPT(nn.Module):
         rows = F.pad(keep, (0, 1))  # position t predicts token t+1; the last position predicts nothing
         out = self.causal_lm(inputs_embeds=self.embed(input_ids, media), attention_mask=attention_mask,
                              use_cache=False, logits_to_keep=rows)
-        logits = out.logits
-        if logits.shape[:-1] != (int(keep.sum()),):
+        logits, targets = out.logits, targets[keep]
+        if logits.shape[:-1] != targets.shape:
             raise RuntimeError(
                 f"{type(self.causal_lm).__name__} ignored logits_to_keep (a [B, L] boolean mask): got logits "
-                f"{tuple(logits.shape)}, expected [{int(keep.sum())}, V]; it needs transformers >= 5")
-        return logits.float(), targets[keep], keep
+                f"{tuple(logits.shape)}, expected [{targets.numel()}, V]; use the pinned transformers (5.x)")
+        return logits.float(), targets, keep
 
     # ---- training / scoring ------------------------------------------------------------------
     def forward(
