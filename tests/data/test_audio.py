@@ -128,7 +128,9 @@ def test_fbank_matches_torchaudio_kaldi_golden() -> None:
          7.08186, 5.53211, 1.28130, 1.34478, 4.60256, 5.35822],
     ])
     got = kaldi_fbank(torch.from_numpy(signal(800, 16000)), 16000, 16)
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
+    # the golden values are rounded to 5 decimals (up to 5e-6) and float32 FFT/log results differ by CPU
+    # kernel (1.5e-5 seen on one x86_64 machine); a preprocessing difference is orders of magnitude larger
+    np.testing.assert_allclose(got.numpy(), want, atol=5e-5, rtol=0)
     assert kaldi_fbank(torch.zeros(399), 16000, 16).shape == (0, 16)  # shorter than one frame
     povey = kaldi_fbank(torch.from_numpy(signal(800, 16000)), 16000, 16, window="povey")
     assert povey.shape == got.shape and not torch.allclose(povey, got)

@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 
 from tqdm import tqdm
 
+from skillgpt.data.prompt import eval_question
+
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
@@ -85,17 +87,11 @@ def split_last_reply(turns: list[dict[str, str]], where: str) -> tuple[list[dict
     return turns[:last], turns[last]["value"]
 
 
-def _first_question(sample: dict[str, Any], fallback: str) -> str:
-    turns = sample.get("conversations") or []
-    human = [t["value"] for t in turns if t.get("from") in ("human", "user")]
-    return human[0] if human else fallback
-
-
 def _multiple_choice(assistant: Any, s: dict[str, Any], media: Any, where: str) -> dict[str, Any]:
     """Rank the sample's options by likelihood (summed or per-token mean: ``eval.option_scoring``)."""
     if "candidates" not in s or "answer" not in s:
         raise ValueError(f"{where}: needs 'candidates' and 'answer' (eval.task=multiple_choice)")
-    question = _first_question(s, str(s.get("question", "")))
+    question = eval_question(s, str(s.get("question", "")))
     normalize = assistant.cfg.eval.option_scoring == "mean"
     scores = assistant.label_scores([media], question, option_strings(s["candidates"]), normalize=normalize)
     return multiple_choice_record(scores[0].tolist(), s, where)
@@ -106,7 +102,7 @@ def _score(assistant: Any, s: dict[str, Any], media: Any, where: str) -> dict[st
     if "score" not in s:
         raise ValueError(f"{where}: needs a numeric 'score' (eval.task=score)")
     cfg = assistant.cfg
-    answer = assistant.ask(_first_question(s, cfg.eval.question), media, max_new_tokens=cfg.eval.max_new_tokens)
+    answer = assistant.ask(eval_question(s, cfg.eval.question), media, max_new_tokens=cfg.eval.max_new_tokens)
     pred = parse_score(answer)
     return {"id": str(s.get("id")), "gold": float(s["score"]), "pred": pred, "parsed": pred is not None,
             "generated": answer}
