@@ -157,6 +157,18 @@ VARIANTS = {  # overrides on the tiny preset: every encoder output, projector, v
                        "model.context.position=after", "model.context.encoder.pool=2"],
     "audio-clip_tokens": ["model.audio.enabled=true", "model.audio.output=clip_tokens", "data.audio.num_clips=2"],
     "audio-pooled": ["model.audio.enabled=true", "model.audio.output=pooled", "model.audio.projector.name=linear"],
+    # three crops per clip: averaged by pooled / clip_embeddings, every crop's tokens otherwise
+    "crops-clip_tokens": ["data.video.num_crops=3"],
+    "crops-pooled": ["data.video.num_crops=3", "model.encoder.output=pooled", "model.projector.name=linear"],
+    "crops-clip_embeddings": ["data.video.num_crops=3", "model.encoder.output=clip_embeddings"],
+    "crops-resampler": ["data.video.num_crops=3", "model.projector.name=resampler", "model.projector.num_queries=2"],
+    "crops-fused-views+view_fusion": ["data.video.num_crops=3", "data.views=[ego,exo1]",
+                                      "model.projector.name=view_fusion"],
+    "crops-clip+pool": ["data.video.num_crops=3", "model.encoder.name=hf_image", "model.encoder.path={clip}",
+                        "model.projector.name=pool"],
+    "crops-videomae": ["data.video.num_crops=3", "model.encoder.name=hf_video", "model.encoder.path={videomae}"],
+    "crops-siglip-context": ["data.video.num_crops=3", "model.context.enabled=true",
+                             "model.context.encoder.path={siglip}", "model.context.frames=3"],
 }
 
 
@@ -221,8 +233,18 @@ def test_validate_builds_no_model(tiny_workspace, tmp_path, monkeypatch) -> None
     assert report.ok and report.splits[0].max_tokens > 0, report.format()
 
 
-def test_config_load_refuses_several_crops(tiny_workspace) -> None:
+def test_config_load_refuses_crops_other_than_1_and_3(tiny_workspace) -> None:
     from skillgpt.config.loader import ConfigError
 
-    with pytest.raises(ConfigError, match=r"data.video.num_crops: 3 is not supported, only 1: the visual token layout"):
-        tiny_workspace.config(2, "validate", "data.video.num_crops=3")
+    with pytest.raises(ConfigError, match=r"data.video.num_crops: invalid value 2; expected one of 1, 3"):
+        tiny_workspace.config(2, "validate", "data.video.num_crops=2")
+
+
+@pytest.mark.parametrize("output,factor", [("clip_tokens", 3), ("clip_embeddings", 1), ("pooled", 1)])
+def test_three_crops_multiply_only_token_outputs(tiny_workspace, output, factor) -> None:
+    """Every crop's tokens for clip_tokens; crops averaged (as ImageBind) for the embedding outputs; an
+    image is one centre crop either way."""
+    one, three = (_counts_agree(tiny_workspace.config(2, "validate", "train.init_from=null",
+                                                      f"model.encoder.output={output}", f"data.video.num_crops={k}"))
+                  for k in (1, 3))
+    assert three["<video>"] == factor * one["<video>"] and three["<image>"] == one["<image>"]

@@ -57,6 +57,7 @@ def test_settings_that_do_not_change_features_keep_the_cache(tiny_workspace, fil
     "model.encoder.init_seed=1", "model.encoder.pool=2", "model.encoder.keep_cls=false",
     "data.video.num_clips=3", "data.video.resolution=48",
     "data.video.clip_duration=0.5", "data.video.frames_per_clip=3", "model.encoder.dtype=bfloat16",
+    "data.video.num_crops=3",
 ])
 def test_every_feature_setting_invalidates(tiny_workspace, filled, extra):
     cfg, model, _, ds = _setup(tiny_workspace, filled, extra)

@@ -28,8 +28,8 @@ CLI = "command line"
 DEFAULT = "schema default"
 MISSING_VALUE = "???"
 
-# Allowed values of enum-like string fields.
-CHOICES: dict[str, tuple[str, ...]] = {
+# Allowed values of enum-like fields.
+CHOICES: dict[str, tuple[Any, ...]] = {
     "model.llm.dtype": ("float32", "bfloat16", "float16"),
     "model.encoder.output": ("pooled", "clip_embeddings", "clip_tokens"),
     "model.encoder.dtype": ("float32", "bfloat16", "float16"),
@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
+    "data.video.num_crops": (1, 3),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
 }
 # Inclusive lower bounds of numeric fields.
 MINIMUMS: dict[str, int] = {
@@ -58,8 +59,6 @@ MINIMUMS: dict[str, int] = {
 ONLY_SUPPORTED: dict[str, tuple[Any, str]] = {
     "freeze.encoder": ("frozen", "the encoders are frozen feature extractors (kept out of the DeepSpeed engine "
                        "and of the optimizer, their features cacheable); training them is not implemented"),
-    "data.video.num_crops": (1, "the visual token layout counts one crop per clip, so more crops would not "
-                             "match the placeholder tokens; multi-crop video is not implemented yet"),
 }
 
 _STAGE_SECTION = re.compile(r"stage_(\d+)")
@@ -331,8 +330,8 @@ def _choice_problems(values: dict[str, Any], source_of: Callable[[str], str]) ->
         if key.startswith("freeze.") and value == "lora":
             why = "lora only applies to freeze.llm"
         else:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            why = f"expected one of {', '.join(allowed)}" + (f" (did you mean {close[0]}?)" if close else "")
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            why = f"expected one of {', '.join(map(str, allowed))}" + (f" (did you mean {close[0]}?)" if close else "")
         problems.append(f"{source_of(key)}: {key}: invalid value {value!r}; {why}")
     for key, low in MINIMUMS.items():
         value = values.get(key)

@@ -13,7 +13,7 @@ from skillgpt.models.layout import TokenLayout
 from skillgpt.models.llm import DTYPES, load_llm, load_tokenizer
 from skillgpt.models.projectors import build_projector
 from skillgpt.models.skill_model import Branch, SkillGPT
-from skillgpt.models.tokens import layouts
+from skillgpt.models.tokens import layouts, media_crops
 
 
 def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
@@ -42,8 +42,8 @@ def _encoders(cfg: Config, on_meta: bool) -> dict[str, nn.Module]:
 
 def _layouts(cfg: Config, encoders: dict[str, nn.Module]) -> dict[str, dict[str, TokenLayout]]:
     """Token layout of each branch for each placeholder kind (video, image, audio), from the built encoders."""
-    def layout_of(name: str, clips: int, frames: int) -> TokenLayout:
-        return encoders[name].layout(clips) if name == "audio" else encoders[name].layout(clips, frames)
+    def layout_of(name: str, clips: int, frames: int, crops: int) -> TokenLayout:
+        return encoders[name].layout(clips) if name == "audio" else encoders[name].layout(clips, frames, crops)
 
     return layouts(cfg, layout_of)
 
@@ -67,7 +67,7 @@ def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTraine
         "video": [Branch(n, cfg.model.context.frames if n == "context" else None) for n in order if n in encoders],
         "audio": [Branch("audio")] if "audio" in encoders else [],
     }
-    model = SkillGPT(nn.ModuleDict(encoders), projectors, llm, layouts, branches)
+    model = SkillGPT(nn.ModuleDict(encoders), projectors, llm, layouts, branches, media_crops(cfg))
     model.base_llm_path = cfg.model.llm.path
     if cfg.train.init_from and not on_meta:
         from skillgpt.checkpoint.delta import load_trained_parts

@@ -10,6 +10,11 @@ class TokenLayout:
     each group made of `prefix` non-spatial tokens (e.g. a class token) followed by a `grid` x `grid`
     patch grid in row-major order (grid 0: none).
 
+    Spatial crops (``data.video.num_crops``) are folded by the encoder: outputs that average them
+    (ImageBind ``pooled``, ``clip_embeddings``) have one group per clip; token outputs give every crop
+    its own groups, clip-major with a clip's crops in crop order (left/centre/right), so a group is
+    always one crop's patch grid and the projectors need not know about crops.
+
     A media item's encoder output [B, N, D] has N = views * groups * (prefix + grid**2).
     """
 

@@ -24,12 +24,17 @@ class Branch:
     frames: Optional[int] = None
 
 
-def pick_frames(pixels: Tensor, frames: int) -> Tensor:
-    """[..., S, C, T, H, W] -> [..., frames, C, 1, H, W]: frames spread evenly over all S*T frames."""
-    *lead, s, c, t, h, w = pixels.shape
-    flat = pixels.movedim(-3, -4).reshape(*lead, s * t, c, h, w)
+def pick_frames(pixels: Tensor, frames: int, crops: int = 1) -> Tensor:
+    """[..., S * crops, C, T, H, W] (clip-major) -> [..., frames * crops, C, 1, H, W]: frames spread evenly
+    over all S*T frames, each frame taken in every crop (frame-major, as clips of one frame)."""
+    *lead, rows, c, t, h, w = pixels.shape
+    if crops < 1 or rows % crops:
+        raise ValueError(f"pixels have {rows} clip rows, not num_clips x crops for crops={crops}")
+    s = rows // crops
+    per_crop = pixels.reshape(*lead, s, crops, c, t, h, w).movedim(-3, -5)  # [..., S, T, crops, C, H, W]
+    flat = per_crop.reshape(*lead, s * t, crops, c, h, w)
     idx = torch.linspace(0, s * t - 1, frames, device=pixels.device).floor().long()
-    return flat.index_select(len(lead), idx).unsqueeze(-3)
+    return flat.index_select(len(lead), idx).reshape(*lead, frames * crops, c, h, w).unsqueeze(-3)
 
 
 class SkillGPT(nn.Module):
@@ -37,17 +42,21 @@ class SkillGPT(nn.Module):
 
     `encoder` and `projector` are ModuleDicts keyed by branch (video, context, audio); `branches` says
     which branches (in token order) fill each tower: `<video>` and `<image>` use the video tower,
-    `<audio>` the audio tower. `layouts[kind][branch]` is the token layout for that placeholder kind.
+    `<audio>` the audio tower. `layouts[kind][branch]` is the token layout for that placeholder kind;
+    `crops[kind]` (default 1) the spatial crops per clip of that kind's pixels (``data.video.num_crops``
+    for videos), which the video-tower encoders fold (see skillgpt.models.layout).
     """
 
     def __init__(self, encoder: nn.ModuleDict, projector: nn.ModuleDict, llm: PreTrainedModel,
-                 layouts: dict[str, dict[str, TokenLayout]], branches: dict[str, list[Branch]]) -> None:
+                 layouts: dict[str, dict[str, TokenLayout]], branches: dict[str, list[Branch]],
+                 crops: Optional[dict[str, int]] = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.llm = llm
         self.layouts = layouts
         self.branches = branches
+        self.crops = dict(crops or {})
 
     # ---- parts -------------------------------------------------------------------------------
     def detach_encoders(self) -> nn.ModuleDict:
@@ -88,15 +97,16 @@ class SkillGPT(nn.Module):
         """Frozen encoder features of a batch of `kind` items, by branch: {branch: [M, N, D]}.
 
         Videos come as [M, S, C, T, H, W] (fused views: [M, V, S, C, T, H, W]), images as
-        [M, 1, C, T, H, W], audio as [M, S, 1, mel, frames]. This is what the feature cache stores."""
-        out = {}
+        [M, 1, C, T, H, W], audio as [M, S, 1, mel, frames]; with `crops[kind]` = K > 1 a video's S rows
+        are its clips x K crops, clip-major. This is what the feature cache stores."""
+        out, crops = {}, self.crops.get(kind, 1)
+        extra = {"crops": crops} if crops != 1 else {}  # encoders that never see crops keep forward(x)
         for b in self.tower(kind):
-            x = pick_frames(pixels, b.frames) if b.frames else pixels
+            x, encoder = pick_frames(pixels, b.frames, crops) if b.frames else pixels, self.encoder[b.name]
             if x.ndim == 7:  # fused views [M, V, ...]: views encoded as a batch, tokens view-major
-                m = x.shape[0]
-                out[b.name] = self.encoder[b.name](x.flatten(0, 1)).reshape(m, -1, self.encoder[b.name].out_dim)
+                out[b.name] = encoder(x.flatten(0, 1), **extra).reshape(x.shape[0], -1, encoder.out_dim)
             else:
-                out[b.name] = self.encoder[b.name](x)
+                out[b.name] = encoder(x, **extra)
         return out
 
     def project(self, kind: str, feats: dict[str, Tensor]) -> Tensor:

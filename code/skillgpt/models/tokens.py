@@ -16,7 +16,7 @@ from skillgpt.config.schema import Config, EncoderConfig, ProjectorConfig
 from skillgpt.constants import PLACEHOLDER_OF
 from skillgpt.models.layout import TokenLayout
 
-LayoutOf = Callable[[str, int, int], TokenLayout]  # (branch, clips, frames per clip) -> that branch's layout
+LayoutOf = Callable[[str, int, int, int], TokenLayout]  # (branch, clips, frames per clip, crops) -> its layout
 
 
 def branch_names(cfg: Config) -> list[str]:
@@ -30,19 +30,24 @@ def video_tower(cfg: Config) -> list[str]:
     return [n for n in order if n in branch_names(cfg)]
 
 
+def media_crops(cfg: Config) -> dict[str, int]:
+    """Spatial crops per clip in each kind's pixels: videos ``data.video.num_crops``, images one (centre)."""
+    return {"video": cfg.data.video.num_crops, "image": 1}
+
+
 def layouts(cfg: Config, layout_of: LayoutOf) -> dict[str, dict[str, TokenLayout]]:
     """Token layout of each branch for each placeholder kind: {kind: {branch: layout}}."""
-    v, names = cfg.data.video, branch_names(cfg)
+    v, names, crops = cfg.data.video, branch_names(cfg), media_crops(cfg)
     fused_views = len(cfg.data.views) if cfg.data.views and cfg.data.view_mode == "fuse" else 1
-    video = {"video": replace(layout_of("video", v.num_clips, v.frames_per_clip), views=fused_views)}
-    image = {"video": layout_of("video", 1, v.frames_per_clip)}
-    if "context" in names:
+    video = {"video": replace(layout_of("video", v.num_clips, v.frames_per_clip, crops["video"]), views=fused_views)}
+    image = {"video": layout_of("video", 1, v.frames_per_clip, crops["image"])}
+    if "context" in names:  # context frames are picked from every crop (SkillGPT.encode)
         frames = cfg.model.context.frames
-        video["context"] = replace(layout_of("context", frames, 1), views=fused_views)
-        image["context"] = layout_of("context", frames, 1)
+        video["context"] = replace(layout_of("context", frames, 1, crops["video"]), views=fused_views)
+        image["context"] = layout_of("context", frames, 1, crops["image"])
     out = {"video": video, "image": image}
     if "audio" in names:
-        out["audio"] = {"audio": layout_of("audio", cfg.data.audio.num_clips, 1)}
+        out["audio"] = {"audio": layout_of("audio", cfg.data.audio.num_clips, 1, 1)}
     return out
 
 
@@ -50,13 +55,15 @@ def _grid(side: int, pool: int) -> int:
     return 0 if side == 0 else max(1, round(side / pool))
 
 
-def _imagebind_layout(enc: EncoderConfig, clips: int) -> TokenLayout:
-    """ImageBind video: one group per clip (the stem's temporal kernel eats the clip's frames)."""
+def _imagebind_layout(enc: EncoderConfig, clips: int, crops: int) -> TokenLayout:
+    """ImageBind video: one group per clip (crops averaged) or, for clip_tokens, per clip x crop (the
+    stem's temporal kernel eats the clip's frames)."""
     if enc.output == "pooled":
         return TokenLayout(groups=1, prefix=1, grid=0)
     if enc.output == "clip_embeddings":
         return TokenLayout(groups=clips, prefix=1, grid=0)
-    return TokenLayout(groups=clips, prefix=int(enc.keep_cls), grid=_grid(enc.image_size // enc.patch_size, enc.pool))
+    grid = _grid(enc.image_size // enc.patch_size, enc.pool)
+    return TokenLayout(groups=clips * crops, prefix=int(enc.keep_cls), grid=grid)
 
 
 def _audio_layout(cfg: Config, clips: int) -> TokenLayout:
@@ -71,9 +78,10 @@ def _audio_layout(cfg: Config, clips: int) -> TokenLayout:
     return TokenLayout(groups=clips, prefix=int(audio.keep_cls) + rows * cols, grid=0)
 
 
-def _hf_layout(enc: EncoderConfig, clips: int, frames_per_clip: int) -> TokenLayout:
+def _hf_layout(enc: EncoderConfig, clips: int, frames_per_clip: int, crops: int) -> TokenLayout:
     """CLIP/SigLIP: one group per frame; VideoMAE/TimeSformer: one per temporal slice (or per clip with
-    temporal_pool). Reads the folder's config.json only (as the encoder does), never its weights."""
+    temporal_pool); every crop of a clip counts as a clip. Reads the folder's config.json only (as the
+    encoder does), never its weights."""
     import transformers
 
     from skillgpt.models.encoders.hf import IMAGE_MODELS, VIDEO_MODELS, HFEncoderBase
@@ -88,6 +96,7 @@ def _hf_layout(enc: EncoderConfig, clips: int, frames_per_clip: int) -> TokenLay
     config = getattr(transformers, spec.model_cls).config_class.from_pretrained(folder)
     side = HFEncoderBase._int_size(config.image_size) // HFEncoderBase._int_size(config.patch_size)
     grid = _grid(side, int(enc.pool))
+    clips *= crops
     if enc.name == "hf_image":
         return TokenLayout(groups=clips * frames_per_clip, prefix=int(enc.keep_cls and spec.has_cls), grid=grid)
     tubelet = int(getattr(config, "tubelet_size", 1)) if model_type == "videomae" else 1
@@ -95,12 +104,13 @@ def _hf_layout(enc: EncoderConfig, clips: int, frames_per_clip: int) -> TokenLay
     return TokenLayout(groups=clips * slices, prefix=0, grid=grid)
 
 
-def encoder_layout(enc: EncoderConfig, clips: int, frames_per_clip: int) -> TokenLayout:
-    """Layout of a video encoder's output for `clips` clips of `frames_per_clip` frames, from its config."""
+def encoder_layout(enc: EncoderConfig, clips: int, frames_per_clip: int, crops: int = 1) -> TokenLayout:
+    """Layout of a video encoder's output for `clips` clips of `crops` spatial crops of `frames_per_clip`
+    frames, from its config."""
     if enc.name == "imagebind":
-        return _imagebind_layout(enc, clips)
+        return _imagebind_layout(enc, clips, crops)
     if enc.name in ("hf_image", "hf_video"):
-        return _hf_layout(enc, clips, frames_per_clip)
+        return _hf_layout(enc, clips, frames_per_clip, crops)
     raise KeyError(f"model.encoder.name: unknown encoder {enc.name!r}; known: hf_image, hf_video, imagebind")
 
 
@@ -125,8 +135,10 @@ def placeholder_tokens(cfg: Config) -> dict[str, int]:
     encoders = {"video": m.encoder, "context": m.context.encoder}
     projectors = {"video": m.projector, "context": m.context.projector, "audio": m.audio.projector}
 
-    def layout_of(branch: str, clips: int, frames: int) -> TokenLayout:
-        return _audio_layout(cfg, clips) if branch == "audio" else encoder_layout(encoders[branch], clips, frames)
+    def layout_of(branch: str, clips: int, frames: int, crops: int) -> TokenLayout:
+        if branch == "audio":
+            return _audio_layout(cfg, clips)
+        return encoder_layout(encoders[branch], clips, frames, crops)
 
     lay = layouts(cfg, layout_of)
     towers = {"video": video_tower(cfg), "image": video_tower(cfg), "audio": ["audio"]}

@@ -6,6 +6,10 @@ The architecture is picked from the folder's ``config.json`` ``model_type`` thro
 ``VideoConfig.mean/std``; the encoders undo that and apply the model's own statistics
 (``preprocessor_config.json`` ``image_mean/image_std``, else ``model.encoder.mean/std``), then resize
 (bilinear, antialiased) to the model's ``image_size``.
+
+Spatial crops (``data.video.num_crops: 3``) are encoded like ImageBind's ``clip_tokens``: every crop of a
+clip gives its own token groups, clip-major with a clip's crops in crop order (they see different parts
+of the frame, so their tokens are kept, not averaged).
 """
 from __future__ import annotations
 
@@ -170,11 +174,11 @@ class HFEncoderBase(nn.Module):
         extra = [self.folder / "config.json", self.folder / "preprocessor_config.json"]
         return [str(p) for p in [*weights, *extra] if p.is_file()]
 
-    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2) -> int:
-        """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips."""
-        return self.layout(num_clips, frames_per_clip).num_tokens
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> int:
+        """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips of ``crops`` crops."""
+        return self.layout(num_clips, frames_per_clip, crops).num_tokens
 
-    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
         raise NotImplementedError
 
     def _prepare(self, frames: Tensor) -> Tensor:
@@ -203,11 +207,15 @@ class HFEncoderBase(nn.Module):
         return self.model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[self.select_layer]
 
     @staticmethod
-    def _as_clips(video: Tensor) -> Tensor:
+    def _as_clips(video: Tensor, crops: int = 1) -> Tensor:
+        """[B, S * crops, C, T, H, W] (or [B, C, T, H, W] as one clip), checked."""
         if video.ndim == 5:
             video = video.unsqueeze(1)
         if video.ndim != 6:
             raise ValueError(f"expected video [B, S, C, T, H, W], got {tuple(video.shape)}")
+        if crops < 1 or video.shape[1] % crops:
+            raise ValueError(f"video has {video.shape[1]} clip rows, not num_clips x crops for crops={crops} "
+                             "(expected data.video.num_crops rows per clip, clip-major)")
         return video
 
 
@@ -216,7 +224,8 @@ class HFImageEncoder(HFEncoderBase):
 
     ``forward(video [B, S, C, T, H, W]) -> [B, S*T*(prefix + g'^2), hidden_size]`` with the tokens of
     ``hidden_states[select_layer]``; prefix = 1 (the class token) when the model has one and
-    ``keep_cls`` is true, else 0 (SigLIP has none); frames in time order, clip-major.
+    ``keep_cls`` is true, else 0 (SigLIP has none); frames in time order, clip-major (S counts
+    clip x crop rows: a clip's crops are consecutive).
     """
 
     name = "hf_image"
@@ -227,14 +236,15 @@ class HFImageEncoder(HFEncoderBase):
         self.model_prefix = int(self.spec.has_cls)
         self.keep_cls = bool(cfg.keep_cls) and self.spec.has_cls
 
-    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
-        """One group per frame: ``num_clips * frames_per_clip`` groups."""
-        return TokenLayout(groups=num_clips * frames_per_clip, prefix=int(self.keep_cls), grid=self.pooled_grid)
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
+        """One group per frame of every crop: ``num_clips * crops * frames_per_clip`` groups."""
+        return TokenLayout(groups=num_clips * crops * frames_per_clip, prefix=int(self.keep_cls),
+                           grid=self.pooled_grid)
 
     @torch.no_grad()
-    def forward(self, video: Tensor) -> Tensor:
-        """video [B, S, C, T, H, W] (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
-        video = self._as_clips(video)
+    def forward(self, video: Tensor, crops: int = 1) -> Tensor:
+        """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+        video = self._as_clips(video, crops)
         b, s, c, t = video.shape[:4]
         frames = video.permute(0, 1, 3, 2, 4, 5).reshape(b * s * t, c, *video.shape[-2:])
         hidden = self._hidden(self._prepare(frames))  # [F, model_prefix + g*g, D]
@@ -270,10 +280,10 @@ class HFVideoEncoder(HFEncoderBase):
         self.slices = self.num_frames // self.tubelet
         self.temporal_pool = bool(getattr(cfg, "temporal_pool", False))
 
-    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
-        """One group per temporal slice of each clip (or per clip with ``temporal_pool``); the clip's
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
+        """One group per temporal slice of each clip's crop (or per crop with ``temporal_pool``); the clip's
         frames are resampled to the model's ``num_frames``, so ``frames_per_clip`` does not change it."""
-        groups = num_clips * (1 if self.temporal_pool else self.slices)
+        groups = num_clips * crops * (1 if self.temporal_pool else self.slices)
         return TokenLayout(groups=groups, prefix=0, grid=self.pooled_grid)
 
     def _slices(self, hidden: Tensor, clips: int) -> Tensor:
@@ -290,9 +300,9 @@ class HFVideoEncoder(HFEncoderBase):
         return hidden[:, 1:].reshape(clips, gg, self.slices, width).transpose(1, 2)
 
     @torch.no_grad()
-    def forward(self, video: Tensor) -> Tensor:
-        """video [B, S, C, T, H, W] (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
-        video = self._as_clips(video)
+    def forward(self, video: Tensor, crops: int = 1) -> Tensor:
+        """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+        video = self._as_clips(video, crops)
         b, s, c, t = video.shape[:4]
         clips = video.flatten(0, 1)  # [B*S, C, T, H, W]
         if t != self.num_frames:

@@ -15,12 +15,17 @@ VIDEO_STEM_INITS = ("independent", "difference")
 class ImageBindVideoEncoder(nn.Module):
     """Frozen ImageBind vision branch with three output modes (see ``EncoderConfig.output``).
 
-    ``forward(video [B, S, C, T, H, W]) -> [B, N, D]`` where
-    - ``pooled``: N = 1, D = out_dim (per-clip normalised embeddings averaged over clips);
-    - ``clip_embeddings``: N = S, D = out_dim (L2-normalised head output per clip);
-    - ``clip_tokens``: N = S * (keep_cls + g'^2), D = vision_width (trunk tokens per clip, the
+    ``forward(video [B, S * K, C, T, H, W], crops=K) -> [B, N, D]``: S clips of K spatial crops each,
+    clip-major (clip 0 crop 0, clip 0 crop 1, ..., as ``load_video`` returns them), where
+    - ``pooled``: N = 1, D = out_dim (L2-normalised head outputs averaged over all S x K rows, as
+      ImageBind's own forward does);
+    - ``clip_embeddings``: N = S, D = out_dim (L2-normalised head output per crop, averaged over the
+      clip's K crops; with K = 1 the clip's embedding; their mean over clips is ``pooled``);
+    - ``clip_tokens``: N = S * K * (keep_cls + g'^2), D = vision_width (trunk tokens of every crop, the
       g x g patch grid average-pooled to g' x g', g' = max(1, round(g / pool)), optionally through
-      the head's LayerNorm; clips concatenated in time order).
+      the head's LayerNorm; clips in time order, a clip's crops in crop order). Crops are not averaged:
+      they see different parts of the frame, so the same patch position of two crops is a different
+      place; pool (``encoder.pool``, a pool/resampler projector) to spend fewer tokens.
     """
 
     def __init__(self, cfg, with_audio: bool = False, on_meta: bool = False) -> None:
@@ -89,16 +94,17 @@ class ImageBindVideoEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.model.modality_preprocessors["vision"].cls_token.device
 
-    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2) -> int:
-        """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips."""
-        return self.layout(num_clips, frames_per_clip).num_tokens
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> int:
+        """Number of tokens N that ``forward`` yields for a video of ``num_clips`` clips of ``crops`` crops."""
+        return self.layout(num_clips, frames_per_clip, crops).num_tokens
 
     def weight_files(self) -> list[str]:
         """Files whose content determines the weights (for feature-cache keys); [] = seeded init."""
         return [str(self.checkpoint)] if self.checkpoint else []
 
-    def layout(self, num_clips: int, frames_per_clip: int = 2) -> TokenLayout:
-        """Arrangement of the output tokens (one group per clip; one group in all for ``pooled``).
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
+        """Arrangement of the output tokens: one group in all for ``pooled``, one per clip for
+        ``clip_embeddings`` (crops averaged), one per clip x crop for ``clip_tokens``.
 
         The video stem's temporal kernel consumes the frames of a clip, so ``frames_per_clip`` does not
         change the count."""
@@ -106,7 +112,7 @@ class ImageBindVideoEncoder(nn.Module):
             return TokenLayout(groups=1, prefix=1, grid=0)
         if self.output == "clip_embeddings":
             return TokenLayout(groups=num_clips, prefix=1, grid=0)
-        return TokenLayout(groups=num_clips, prefix=int(self.keep_cls), grid=self.pooled_grid)
+        return TokenLayout(groups=num_clips * crops, prefix=int(self.keep_cls), grid=self.pooled_grid)
 
     def _clip_tokens(self, tokens: Tensor) -> Tensor:
         """Trunk tokens [N, 1 + g*g, W] -> [N, keep_cls + g'^2, W]."""
@@ -122,19 +128,22 @@ class ImageBindVideoEncoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def forward(self, video: Tensor) -> Tensor:
-        """video [B, S, C, T, H, W] (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+    def forward(self, video: Tensor, crops: int = 1) -> Tensor:
+        """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
         if video.ndim == 5:
             video = video.unsqueeze(1)
         if video.ndim != 6:
             raise ValueError(f"expected video [B, S, C, T, H, W], got {tuple(video.shape)}")
-        b, s = video.shape[:2]
+        b, rows = video.shape[:2]
+        if crops < 1 or rows % crops:
+            raise ValueError(f"video has {rows} clip rows, not num_clips x crops for crops={crops} "
+                             "(expected data.video.num_crops rows per clip, clip-major)")
         clips = video.flatten(0, 1).to(device=self.device, dtype=self.dtype)
         tokens = self.model.vision_trunk_tokens(clips)
         if self.output == "clip_tokens":
             out = self._clip_tokens(tokens)
-            return out.reshape(b, s * out.shape[1], out.shape[2])
-        emb = F.normalize(self.model.vision_head(tokens), dim=-1).reshape(b, s, -1)
-        if self.output == "pooled":
+            return out.reshape(b, rows * out.shape[1], out.shape[2])
+        emb = F.normalize(self.model.vision_head(tokens), dim=-1).reshape(b, rows, -1)
+        if self.output == "pooled":  # ImageBind: the mean over every clip x crop row
             return emb.mean(dim=1, keepdim=True)
-        return emb
+        return emb.reshape(b, rows // crops, crops, -1).mean(dim=2)
