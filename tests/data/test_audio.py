@@ -153,9 +153,13 @@ def test_resample_matches_torchaudio_golden_and_sine() -> None:
 
 
 def test_clip_bounds_follow_reference_sampler() -> None:
-    assert clip_bounds(5 * 16000, CFG) == [(0, 32000), (16000, 48000), (32000, 64000)]
-    # starts at i * (duration - 2) / 3 s, cut with int(t * sr): 3.7 s -> 0, 0.5666.. s, 1.1333.. s
-    assert clip_bounds(59200, CFG) == [(0, 32000), (9066, 41066), (18133, 50133)]
+    # the fixed sampler (pytorchvideo 9368f30): starts i * (duration - 2) / (n - 1), the last clip ends at the end
+    assert clip_bounds(5 * 16000, CFG) == [(0, 32000), (24000, 56000), (48000, 80000)]
+    # cut with int(t * sr): 3.7 s -> 0, 0.85, 1.7 s
+    assert clip_bounds(59200, CFG) == [(0, 32000), (13600, 45600), (27200, 59200)]
+    # issue 16's 12.34 s file: starts 0 / 5.17 / 10.34 s (PyPI 0.1.5: 0 / 3.45 / 6.89 s); in float
+    # 12.34 - 2 = 10.339999999999998, so int() lands one sample early, as in the reference
+    assert clip_bounds(197440, CFG) == [(0, 32000), (82719, 114719), (165439, 197439)]
     # shorter than a clip: every clip is the whole track
     assert clip_bounds(16000, CFG) == [(0, 32000)] * 3
     with pytest.raises(ValueError):
@@ -174,7 +178,7 @@ def tone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_load_wav_shape_duration_and_determinism(tone_wav: Path) -> None:
     wav = load_waveform(tone_wav, 16000)
-    assert wav.shape == (80000,) and wav.dtype == torch.float32
+    assert wav.shape == (2, 80000) and wav.dtype == torch.float32
     assert 0.49 < float(wav.abs().max()) < 0.51
     out = load_audio(tone_wav, CFG)
     assert tuple(out.shape) == (3, 1, 128, 204) and out.dtype == torch.float32
@@ -191,12 +195,46 @@ def test_silence_differs_from_tone_and_mono_mix(tmp_path: Path, tone_wav: Path) 
     silent = load_audio(write_wav(tmp_path / "silent.wav", [np.zeros(16000 * 3, np.float32)], 16000), CFG)
     torch.testing.assert_close(silent[..., :198], torch.full_like(silent[..., :198], SILENCE))
     assert (load_audio(tone_wav, CFG) - silent).abs().max() > 1.0
-    # channels are averaged: (tone, silence) decodes to half the tone
+    # every channel is decoded; the clips use channel 0 (the reference's kaldi fbank), not the channel mean
     x = tone(1.0, 16000)
     left_only = decode_audio(write_wav(tmp_path / "left.wav", [x, np.zeros_like(x)], 16000))
     mono = decode_audio(write_wav(tmp_path / "mono.wav", [x], 16000))
-    assert left_only[1] == mono[1] == 16000
-    torch.testing.assert_close(left_only[0], mono[0] / 2, atol=1 / 32768, rtol=0)
+    assert left_only[1] == mono[1] == 16000 and left_only[0].shape == (2, 16000) and mono[0].shape == (1, 16000)
+    torch.testing.assert_close(left_only[0][0], mono[0][0], atol=0, rtol=0)
+    x = tone(3.0, 16000)
+    opposite = load_audio(write_wav(tmp_path / "opposite.wav", [x, -x], 16000), CFG)  # channel mean: silence
+    torch.testing.assert_close(opposite, load_audio(write_wav(tmp_path / "x.wav", [x], 16000), CFG), atol=1e-3, rtol=0)
+
+
+def reference_clips(waveform: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """ImageBind's loop written out: ``waveform2melspec`` subtracts each clip's mean (all channels) in place
+    on a view of the shared waveform, then kaldi fbank takes channel 0."""
+    from skillgpt.data.audio import clip_to_melspec
+
+    waveform = waveform.clone()
+    out = []
+    for a, b in clip_bounds(waveform.shape[1], cfg):
+        clip = waveform[:, a:b]
+        clip -= clip.mean()
+        out.append(clip_to_melspec(clip[0], cfg))
+    return torch.stack(out)
+
+
+def test_overlapping_clips_see_earlier_means_removed_as_the_reference() -> None:
+    from skillgpt.data.audio import waveform_to_clips
+
+    n = int(2.9 * 16000)  # 3 clips of 2 s overlap
+    rng = np.random.default_rng(3)
+    left = torch.from_numpy(tone(2.9, 16000) + 0.3).float()  # a DC offset makes the means matter
+    wave_ = torch.stack([left, torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1 - 0.2)])
+    before = wave_.clone()
+    got = waveform_to_clips(wave_, CFG)
+    assert torch.equal(wave_, before)  # the caller's waveform is untouched
+    torch.testing.assert_close(got, reference_clips(wave_, CFG), atol=0, rtol=0)
+    # each clip centred on a copy (not the reference) differs where clips overlap
+    copies = torch.stack([waveform_to_clips(wave_[:, a:b], AudioConfig(num_clips=1))[0]
+                          for a, b in clip_bounds(n, CFG)])
+    assert (got - copies).abs().max() > 1e-3
 
 
 def test_short_track_is_padded(tmp_path: Path) -> None:
@@ -217,7 +255,7 @@ def test_mp4_audio_track_loads(tmp_path: Path, tone_wav: Path) -> None:
     x = tone(4.0, 44100)
     path = write_av(tmp_path / "clip.mp4", np.stack([x, x]), 44100, "aac", video_frames=20)
     wav = load_waveform(path, 16000)
-    assert abs(wav.shape[0] - 64000) <= 2048  # AAC adds up to a frame or two of padding
+    assert wav.shape[0] == 2 and abs(wav.shape[1] - 64000) <= 2048  # AAC adds up to a frame or two of padding
     out = load_audio(path, CFG)
     assert tuple(out.shape) == (3, 1, 128, 204) and torch.isfinite(out).all()
     ref = load_audio(tone_wav, CFG)

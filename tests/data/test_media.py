@@ -66,6 +66,21 @@ def test_image_is_a_one_clip_video_of_the_repeated_frame(tmp_path):
     torch.testing.assert_close(pixels[0, :, 0, 8, 8], torch.tensor([1.0, 0.0, 0.0]))
 
 
+def test_image_is_pil_bicubic_resize_then_centre_crop_as_the_reference(tmp_path):
+    """ImageBind's vision transform: PIL bicubic Resize(R) (long side int(R * long / short)), PIL
+    CenterCrop(R) (offset round((w - R) / 2): 2 here, where the video crops' ceil gives 3), ToTensor, Normalize."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    img.save(tmp_path / "n.png")
+    cfg = _cfg(video=VideoConfig(resolution=16, frames_per_clip=1, mean=[0.0] * 3, std=[1.0] * 3))
+    got = load_image(tmp_path / "n.png", cfg)[0, :, 0]
+    crop = img.resize((21, 16), Image.Resampling.BICUBIC).crop((2, 0, 18, 16))
+    want = torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(got, want, atol=1e-7, rtol=0)
+
+
 def test_collate_stacks_each_kind_across_samples_in_order():
     a, b, c = torch.zeros(2, 3), torch.ones(2, 3), torch.full((4,), 2.0)
     out = collate_media([[("video", a), ("audio", c)], [("video", b)]])

@@ -1,6 +1,7 @@
 """Tests for skillgpt.data.video: frame sampling, decoding, resize/crop/normalise, errors."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from skillgpt.config.schema import VideoConfig
-from skillgpt.data.video import (MediaError, _decode_pyav, crop_offsets, load_video, preprocess,
-                                 sample_frame_indices)
+from skillgpt.data.video import (MediaError, _decode_pyav, clip_starts, clip_times, crop_offsets, frame_index,
+                                 load_video, preprocess, sample_frame_indices, short_side_size, uniform_subsample)
 
 BASE, STEP = 10, 8  # frame i is a flat grey image of value BASE + STEP * i
 
@@ -51,17 +52,32 @@ def raw_cfg(**kw) -> VideoConfig:
 
 
 def test_sample_indices_reference_defaults() -> None:
-    # 10 s at 10 fps, 5 clips of 2 s: starts 0, 1.6, 3.2, 4.8, 6.4 s; 20 frames per clip; first+last.
+    # 10 s at 10 fps, 5 clips of 2 s: starts i * 8 / 4 = 0, 2, 4, 6, 8 s (the fixed sampler); 20 frames each
     got = sample_frame_indices(100, 10.0, VideoConfig())
-    assert got == [[0, 19], [16, 35], [32, 51], [48, 67], [64, 83]]
+    assert got == [[0, 19], [20, 39], [40, 59], [60, 79], [80, 99]]
 
 
-def test_sample_indices_exact_arithmetic_and_linspace_floor() -> None:
-    # 3 s at 30 fps: starts 0, .2, .4, .6, .8 s -> frames 0, 6, 12, 18, 24 (30 * 0.6 must not round up to 19)
+def test_clip_starts_are_the_fixed_sampler_not_pypi_0_1_5() -> None:
+    # issue 16: 12 s at 30 fps, the reference samples [0,59] [75,134] ... [300,359]: the last clip ends at the
+    # video's end (PyPI pytorchvideo 0.1.5 spreads starts by max_start / n: [60,119] ... [240,299])
+    assert sample_frame_indices(360, 30.0, VideoConfig()) == [[0, 59], [75, 134], [150, 209], [225, 284], [300, 359]]
+    assert clip_starts(360, 30.0, VideoConfig()) == [0, Fraction(5, 2), 5, Fraction(15, 2), 10]
+    # one clip starts at 0; a video shorter than a clip gives n clips of the whole video
+    assert clip_starts(360, 30.0, VideoConfig(num_clips=1)) == [0]
+    assert clip_times(1.5, 2.0, 3) == [(0, 2)] * 3
+
+
+def test_frame_indices_are_computed_in_float_as_the_reference() -> None:
+    # 134 frames at 25 fps: clip 1 starts at (5.36 - 2) / 4 s, in float 0.8400000000000001, and
+    # 25 * that = 21.000000000000004 -> frame 22 (21 with exact fractions, as before)
+    start = clip_starts(134, 25.0, VideoConfig())[1]
+    assert 25.0 * start == 21.000000000000004 and frame_index(25.0, start) == 22
+    got = sample_frame_indices(134, 25.0, VideoConfig())
+    assert got == [[0, 49], [22, 70], [43, 91], [64, 113], [85, 133]]
+    # 3 s at 30 fps, 3 frames per clip: starts 0, .25, .5, .75, 1 s; float32 linspace(0, t - 1, 3) truncated
     cfg = VideoConfig(frames_per_clip=3)
-    got = sample_frame_indices(90, 30.0, cfg)
-    # 60 frames per clip, floor(linspace(0, 59, 3)) = 0, 29, 59
-    assert got == [[s, s + 29, s + 59] for s in (0, 6, 12, 18, 24)]
+    assert sample_frame_indices(90, 30.0, cfg) == [[0, 29, 59], [8, 37, 67], [15, 44, 74], [23, 52, 82], [30, 59, 89]]
+    assert uniform_subsample(60, 3) == [0, 29, 59] and uniform_subsample(2, 4) == [0, 0, 0, 1]
 
 
 def test_sample_indices_short_video_uses_whole_video() -> None:
@@ -103,8 +119,8 @@ def test_load_video_picks_exact_frames(tmp_path: Path) -> None:
     cfg = raw_cfg(num_clips=3, clip_duration=1.0, frames_per_clip=3, resolution=32)
     video = load_video(path, cfg)
     assert video.shape == (3, 3, 3, 32, 32) and video.dtype == torch.float32
-    # starts 0, .5, 1 s -> first frames 0, 5, 10; 10 frames per clip -> offsets 0, 4, 9
-    expected = [[0, 4, 9], [5, 9, 14], [10, 14, 19]]
+    # starts 0, .75, 1.5 s -> first frames 0, 8, 15; 10 frames per clip -> offsets 0, 4, 9
+    expected = [[0, 4, 9], [8, 12, 17], [15, 19, 24]]
     assert sample_frame_indices(25, 10.0, cfg) == expected
     assert frame_ids(video) == expected
 
@@ -359,29 +375,49 @@ def test_pyav_path_declines_what_it_is_not_verified_on(tmp_path: Path) -> None:
         assert video.shape == (2, 3, 2, 32, 32) and torch.isfinite(video).all()
 
 
-FAST_BOUND = 0.52 / 255  # uint8 rounding of the intermediate (0.5/255) + torch's fixed-point weights
+def reference_preprocess(frames: torch.Tensor, clips: list[list[int]], cfg: VideoConfig) -> torch.Tensor:
+    """ImageBind's per-clip video transform written out: float [C, T, H, W] -> /255 -> short_side_scale
+    (bilinear, no antialias) -> NormalizeVideo -> SpatialCrop (uniform_crop), clip-major."""
+    out = []
+    for clip in clips:
+        x = frames[clip].float().permute(3, 0, 1, 2) / 255.0  # [C, T, H, W]
+        h, w = x.shape[-2:]
+        size = cfg.resolution
+        new_h, new_w = (int(math.floor(h / w * size)), size) if w < h else (size, int(math.floor(w / h * size)))
+        x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        x = (x - torch.tensor(cfg.mean).view(3, 1, 1, 1)) / torch.tensor(cfg.std).view(3, 1, 1, 1)
+        for idx in ([0, 1, 2] if cfg.num_crops == 3 else [1]):
+            top, left = math.ceil((new_h - size) / 2), math.ceil((new_w - size) / 2)
+            if new_h > new_w:
+                top = {0: 0, 1: top, 2: new_h - size}[idx]
+            else:
+                left = {0: 0, 1: left, 2: new_w - size}[idx]
+            out.append(x[..., top:top + size, left:left + size])
+    return torch.stack(out)
 
 
 @pytest.mark.parametrize("height,width", [(64, 96), (112, 64), (37, 65), (48, 48), (360, 640), (20, 30)])
 @pytest.mark.parametrize("size,crops", [(32, 1), (56, 3), (224, 1)])
-def test_fast_resize_within_bound_of_reference(height: int, width: int, size: int, crops: int) -> None:
+def test_preprocess_is_the_reference_transform(height: int, width: int, size: int, crops: int) -> None:
     rng = np.random.default_rng(height * width)
     frames = torch.from_numpy(rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8))
-    cfg = raw_cfg(num_clips=2, frames_per_clip=2, resolution=size, num_crops=crops)
+    cfg = VideoConfig(num_clips=2, frames_per_clip=2, resolution=size, num_crops=crops)
     clips, wanted = [[0, 1], [1, 2]], [0, 1, 2]
-    fast, exact = preprocess(frames, clips, wanted, cfg), preprocess(frames, clips, wanted, cfg, exact=True)
-    assert fast.shape == exact.shape == (2 * crops, 3, 2, size, size)
-    assert (fast - exact).abs().max().item() <= FAST_BOUND
+    got = preprocess(frames, clips, wanted, cfg)
+    assert got.shape == (2 * crops, 3, 2, size, size)
+    torch.testing.assert_close(got, reference_preprocess(frames, clips, cfg), atol=1e-6, rtol=0)
+    if min(height, width) > 2 * size:  # a downscale: an antialiased resize (the old default) differs
+        smooth = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=short_side_size(height, width, size),
+                                                 mode="bilinear", antialias=True)
+        assert not torch.allclose(got[0, :, 0], (smooth[0, :, :size, :size] / 255 - torch.tensor(cfg.mean).view(3, 1, 1))
+                                  / torch.tensor(cfg.std).view(3, 1, 1), atol=1e-2)
 
 
-def test_load_video_fast_vs_exact_after_normalisation(tmp_path: Path) -> None:
-    path = textured_video(tmp_path / "t.mp4")
-    std = torch.tensor(VideoConfig().std).view(1, 3, 1, 1, 1)
-    for cfg in (VideoConfig(), VideoConfig(num_crops=3, resolution=56)):
-        fast, exact = load_video(path, cfg), load_video(path, cfg, exact=True)
-        assert fast.shape == exact.shape
-        assert ((fast - exact).abs() * std).max().item() <= FAST_BOUND  # i.e. <= 0.52/255/std after normalising
-        assert 0 < (fast - exact).abs().max().item()  # the fast path is really taken
+def test_short_side_size_rounds_as_pytorchvideo() -> None:
+    assert short_side_size(720, 1280, 224) == (224, 398)  # floor(1280 / 720 * 224) = floor(398.22)
+    assert short_side_size(320, 180, 224) == (398, 224)
+    assert short_side_size(48, 48, 32) == (32, 32)
+    assert short_side_size(240, 320, 224) == (224, 298)
 
 
 # --------------------------------------------------------------------------- errors

@@ -1,25 +1,27 @@
 """Audio file -> log-mel clips, following ImageBind's reference audio preprocessing.
 
 Reference pipeline (ImageBind ``load_and_transform_audio_data``):
-  * decode, resample to ``sample_rate`` (torchaudio's band-limited sinc resampler, reimplemented here),
-  * ``num_clips`` clips of ``clip_duration`` seconds from pytorchvideo's ``ConstantClipsPerVideoSampler``
+  * decode every channel, resample to ``sample_rate`` (``torchaudio.functional.resample`` defaults:
+    band-limited sinc, reimplemented here),
+  * ``num_clips`` clips of ``clip_duration`` seconds from pytorchvideo's fixed
+    ``ConstantClipsPerVideoSampler`` (starts ``i * max(d - clip, 0) / max(n - 1, 1)``, ``clip_times``)
     over the waveform duration; a clip is samples ``[int(start * sr), int(end * sr))``,
-  * per clip: subtract the clip mean, Kaldi fbank (``torchaudio.compliance.kaldi.fbank`` with
-    htk_compat, no energy, Hanning window, dither 0, 25 ms / 10 ms frames; reimplemented in torch
-    because no torchaudio release matches the pinned torch), transpose to [mel, frames], zero-pad or
-    crop to ``target_length`` frames, add a channel dim, normalise ``(x - mean) / std``.
+  * per clip (``waveform2melspec``): subtract the clip's mean over all channels *in place* on the shared
+    waveform (overlapping clips see earlier clips' means already removed), Kaldi fbank of channel 0
+    (``torchaudio.compliance.kaldi.fbank`` with htk_compat, no energy, Hanning window, dither 0,
+    25 ms / 10 ms frames; reimplemented in torch because no torchaudio release matches the pinned torch),
+    transpose to [mel, frames], zero-pad or crop to ``target_length`` frames, add a channel dim,
+    normalise ``(x - mean) / std``.
 
-The resampler and fbank compute in float32 in torchaudio's order: on a mono 16-bit wav the output
-equals the reference's bit for bit (checked against torchaudio 2.11's code). Differences: the
-reference keeps the first channel of a multi-channel file (kaldi ``channel=-1``), here channels are
-averaged to mono; a clip shorter than one 25 ms frame gives all-padding instead of an error.
+The resampler and fbank compute in float32 in torchaudio's order: on 16-bit wav files the output equals
+the reference's bit for bit (tests/data/test_reference_preprocessing.py). Difference: a clip shorter than
+one 25 ms frame gives all-padding instead of an error.
 """
 from __future__ import annotations
 
 import functools
 import math
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from skillgpt.config.schema import AudioConfig
-from skillgpt.data.video import MediaError
+from skillgpt.data.video import MediaError, clip_times
 
 __all__ = [
     "AudioConfig", "MediaError", "clip_bounds", "clip_to_melspec", "decode_audio", "kaldi_fbank", "load_audio",
@@ -150,30 +152,22 @@ def kaldi_fbank(
 def clip_bounds(num_samples: int, cfg: AudioConfig) -> list[tuple[int, int]]:
     """Sample ranges ``[int(start * sr), int(end * sr))`` of the clips, as the ImageBind reference cuts them.
 
-    Clip starts come from pytorchvideo's ``ConstantClipsPerVideoSampler`` over ``num_samples / sr`` seconds;
-    ends may pass the end of a short track (the slice then stops there).
+    Clip times from pytorchvideo's fixed ``ConstantClipsPerVideoSampler`` (``clip_times``) over
+    ``num_samples / sr`` seconds; ends may pass the end of a short track (the slice then stops there).
     """
-    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
-
     if cfg.num_clips < 1 or cfg.clip_duration <= 0 or cfg.sample_rate <= 0:
         raise ValueError(
             "audio config needs num_clips >= 1, clip_duration > 0 and sample_rate > 0, got "
             f"num_clips={cfg.num_clips}, clip_duration={cfg.clip_duration}, sample_rate={cfg.sample_rate}"
         )
-    sampler = ConstantClipsPerVideoSampler(clip_duration=Fraction(cfg.clip_duration), clips_per_video=cfg.num_clips)
-    duration = num_samples / cfg.sample_rate
-    bounds, end, is_last = [], Fraction(0), False
-    while not is_last:
-        info = sampler(end, duration, {})
-        end, is_last = info.clip_end_sec, info.is_last_clip
-        bounds.append((int(info.clip_start_sec * cfg.sample_rate), int(info.clip_end_sec * cfg.sample_rate)))
-    return bounds
+    times = clip_times(num_samples / cfg.sample_rate, cfg.clip_duration, cfg.num_clips)
+    return [(int(start * cfg.sample_rate), int(end * cfg.sample_rate)) for start, end in times]
 
 
 def clip_to_melspec(clip: Tensor, cfg: AudioConfig) -> Tensor:
-    """Mono clip [n] at ``cfg.sample_rate`` -> normalised log-mel ``[1, num_mel_bins, target_length]``."""
-    centred = clip - clip.mean() if clip.numel() else clip
-    fbank = kaldi_fbank(centred, cfg.sample_rate, cfg.num_mel_bins).T  # [mel, frames]
+    """Mono clip [n] at ``cfg.sample_rate`` (mean already removed) -> normalised log-mel
+    ``[1, num_mel_bins, target_length]``."""
+    fbank = kaldi_fbank(clip, cfg.sample_rate, cfg.num_mel_bins).T  # [mel, frames]
     pad = cfg.target_length - fbank.shape[1]
     fbank = F.pad(fbank, (0, pad)) if pad > 0 else fbank[:, : cfg.target_length]
     return ((fbank - cfg.mean) / cfg.std).unsqueeze(0)
@@ -181,9 +175,9 @@ def clip_to_melspec(clip: Tensor, cfg: AudioConfig) -> Tensor:
 
 # --------------------------------------------------------------------------- decoding
 def decode_audio(path: str | os.PathLike) -> tuple[Tensor, int]:
-    """Decode the first audio stream of an audio or video file -> (mono float32 waveform [n], sample rate).
+    """Decode the first audio stream of an audio or video file -> (float32 waveform [channels, n], sample rate).
 
-    Samples are scaled to [-1, 1] (int16 / 32768 etc.) and channels averaged.
+    Samples are scaled to [-1, 1] (int16 / 32768 etc.); every channel is kept (the clips use channel 0).
     Raises MediaError (naming the path) for a missing or undecodable file, or one without audio.
     """
     import av
@@ -210,27 +204,38 @@ def decode_audio(path: str | os.PathLike) -> tuple[Tensor, int]:
                 rate = rate or frame.sample_rate
                 if frame.sample_rate != rate:
                     raise MediaError(f"{path}: sample rate changes from {rate} to {frame.sample_rate} Hz ({expected})")
-                chunks += [f.to_ndarray().mean(axis=0, dtype=np.float32) for f in to_float.resample(frame)]
-            chunks += [f.to_ndarray().mean(axis=0, dtype=np.float32) for f in to_float.resample(None)]
+                chunks += [f.to_ndarray() for f in to_float.resample(frame)]  # [channels, samples]
+            chunks += [f.to_ndarray() for f in to_float.resample(None)]
         except MediaError:
             raise
         except Exception as err:
             raise MediaError(f"{path}: failed to decode the audio stream ({expected}): {err}") from err
-    waveform = torch.from_numpy(np.concatenate(chunks)) if chunks else torch.zeros(0)
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32, copy=False)) if chunks else torch.zeros(1, 0)
     if waveform.numel() == 0 or rate <= 0:
         raise MediaError(f"{path}: audio stream holds no samples ({expected})")
     return waveform, rate
 
 
 def load_waveform(path: str | os.PathLike, sample_rate: int) -> Tensor:
-    """Decoded mono waveform [n] resampled to ``sample_rate``."""
+    """Decoded waveform [channels, n] resampled to ``sample_rate``."""
     waveform, rate = decode_audio(path)
     return resample(waveform, rate, sample_rate)
 
 
 def waveform_to_clips(waveform: Tensor, cfg: AudioConfig) -> Tensor:
-    """Mono waveform [n] at ``cfg.sample_rate`` -> ``[num_clips, 1, num_mel_bins, target_length]``."""
-    clips = [clip_to_melspec(waveform[a:b], cfg) for a, b in clip_bounds(waveform.shape[0], cfg)]
+    """Waveform [channels, n] (or mono [n]) at ``cfg.sample_rate`` -> ``[num_clips, 1, num_mel_bins, target_length]``.
+
+    As the reference's ``waveform2melspec``: each clip's mean over all its channels is subtracted in place
+    from the shared waveform (so a clip overlapping an earlier one sees that clip's mean already removed),
+    then the fbank takes channel 0. The caller's tensor is left untouched.
+    """
+    shared = waveform.reshape(-1, waveform.shape[-1]).float().clone()  # [C, n]
+    clips = []
+    for a, b in clip_bounds(shared.shape[-1], cfg):
+        view = shared[:, a:b]
+        if view.numel():
+            view -= view.mean()
+        clips.append(clip_to_melspec(view[0], cfg))
     return torch.stack(clips).contiguous()
 
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms import functional as TF
 
 from skillgpt.config.schema import DataConfig
 from skillgpt.constants import PLACEHOLDER_OF, Payload  # noqa: F401 (re-exported: the old import path)
@@ -112,17 +112,19 @@ def __getattr__(name: str) -> Any:
 
 
 def load_image(path: Path, cfg: DataConfig) -> Tensor:
-    """An image as a one-clip video [1, C, T, R, R]: short side resized, centre crop, frame repeated T times."""
+    """An image as a one-clip video [1, C, T, R, R], as ImageBind's ``load_and_transform_vision_data``:
+    PIL bicubic resize of the short side to R, centre crop R (PIL), to [0, 1], normalise; the frame
+    repeated T times."""
     if not path.is_file():
         raise MediaError(f"{path}: image file not found (expected a readable image)")
+    v = cfg.video
     try:
         with Image.open(path) as img:
-            pixels = TF.pil_to_tensor(img.convert("RGB")).float().div_(255.0)
+            rgb = img.convert("RGB")
+            rgb = TF.center_crop(TF.resize(rgb, [v.resolution], interpolation=InterpolationMode.BICUBIC), [v.resolution])
     except (UnidentifiedImageError, OSError) as err:
         raise MediaError(f"{path}: cannot be decoded as an image: {err}") from err
-    v = cfg.video
-    pixels = TF.resize(pixels, [v.resolution], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    pixels = TF.center_crop(TF.normalize(pixels, mean=list(v.mean), std=list(v.std)), [v.resolution])
+    pixels = TF.normalize(TF.to_tensor(rgb), mean=list(v.mean), std=list(v.std))
     return pixels.unsqueeze(1).expand(-1, v.frames_per_clip, -1, -1).unsqueeze(0).contiguous()
 
 

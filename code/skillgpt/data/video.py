@@ -1,22 +1,22 @@
-"""Video file -> clip tensor, following ImageBind's reference video preprocessing.
+"""Video file -> clip tensor, exactly as ImageBind's reference video preprocessing.
 
-Reference pipeline (ImageBind ``load_and_transform_video_data``):
-  * ``num_clips`` clips of ``clip_duration`` seconds with evenly spread starts
-    (pytorchvideo ``ConstantClipsPerVideoSampler``),
-  * the frames of a clip are those with index in ``[ceil(fps*start), ceil(fps*end))``
-    (pytorchvideo's decord backend), of which ``frames_per_clip`` are picked by
-    ``floor(linspace(0, t - 1, frames_per_clip))`` (``UniformTemporalSubsample``),
-  * scale to [0, 1], resize the short side, normalise, then square crops
-    (centre, or left/centre/right -- top/centre/bottom for portrait -- for 3 crops).
+Reference pipeline (ImageBind ``load_and_transform_video_data`` with pytorchvideo at the commit it pins,
+6cdc929; all computed here, PyPI's pytorchvideo 0.1.5 has the old clip-sampler bug):
+  * ``num_clips`` clips of ``clip_duration`` seconds with starts ``i * max(duration - clip_duration, 0) /
+    max(n - 1, 1)`` (the fixed ``ConstantClipsPerVideoSampler``; duration = frames / decord's average fps),
+  * the frames of a clip are those with index in ``[ceil(fps*start), ceil(fps*end))`` computed in float
+    (pytorchvideo's decord backend), of which ``frames_per_clip`` are picked by float32
+    ``linspace(0, t - 1, frames_per_clip)`` truncated (``UniformTemporalSubsample``),
+  * ``/ 255``, short side to ``resolution`` by ``F.interpolate`` bilinear without antialias
+    (``short_side_scale``), normalise, then square crops (centre, or left/centre/right --
+    top/centre/bottom for portrait -- for 3 crops).
+Checked against the reference's own outputs: tests/data/test_reference_preprocessing.py.
 
 A segment ``(start, end)`` in seconds (MVBench ``start``/``end``) is sampled as if it were the whole
 video: the frames with index in ``[ceil(fps*start), ceil(fps*end))`` (clamped to the video).
 
 Only the sampled frames are decoded, bit-identical to decord ``get_batch`` (``_decode_pyav``, else
-``get_batch``). ``exact=True`` resizes in float32 as the reference; the default resizes the long side in
-uint8 (torch's fixed-point antialiased kernel), keeps what the crops use, then the short side in float32:
-the same filter, with the intermediate rounded to uint8, so pixels differ from the reference by <= 0.5/255
-plus the fixed-point weight error (< 0.52/255 in all, before normalisation; see tests/data/test_video.py).
+``get_batch``), and each is resized once however many clips share it.
 """
 from __future__ import annotations
 
@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from skillgpt.config.schema import VideoConfig
 
-# Names the pixel pipeline of `load_video`; part of the feature-cache signature, so features cached from
-# differently preprocessed pixels are never reused. Change it whenever the output pixels change.
-PREPROCESSING = "uint8-long-side-float-short-side/1"
+# Names the media preprocessing (video here, audio.py's clips and media.load_image alike); part of the
+# feature-cache signature, so features cached from differently preprocessed inputs are never reused.
+# Change it whenever the output pixels or log-mels change.
+PREPROCESSING = "imagebind-reference-6cdc929/2"
 # pixel formats whose PyAV rgb24 conversion is checked equal to decord's (tests/data/test_video.py)
 PYAV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p"})
 # The PyAV path first reads every packet of the file to index it (~12 us a packet plus the bytes); decord
@@ -49,34 +48,47 @@ class MediaError(ValueError):
     """A media file is missing or cannot be decoded; the message names the path and what was expected."""
 
 
-def clip_starts(num_frames: int, fps: float, cfg: VideoConfig) -> list[Fraction]:
-    """Start times (seconds, exact) of the ``cfg.num_clips`` clips: ``i * max(duration - clip_duration, 0) / n``.
+def clip_times(duration: float, clip_duration: float, num_clips: int) -> list[tuple[Fraction | float, Fraction | float]]:
+    """(start, end) seconds of ``num_clips`` clips, as pytorchvideo's fixed ``ConstantClipsPerVideoSampler``.
 
-    Taken from pytorchvideo's ``ConstantClipsPerVideoSampler``, the sampler the ImageBind reference uses
-    (``pytorchvideo.transforms`` does not import with current torchvision; the samplers do).
+    The sampler as fixed in pytorchvideo 9368f30 (every commit ImageBind pins; PyPI 0.1.5 has the bug
+    ``max_start / n``): start ``i`` is ``Fraction(max(duration - clip_duration, 0)) / max(n - 1, 1) * i``, so
+    the last clip ends at the video's end; a video shorter than a clip gives ``n`` clips starting at 0.
+    Types follow the sampler's arithmetic: an integral ``clip_duration`` is added as an int (exact
+    fraction, as ImageBind's ``clip_duration=2``), any other as a float.
     """
-    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
+    length: int | float = int(clip_duration) if float(clip_duration).is_integer() else float(clip_duration)
+    max_start = Fraction(max(duration - length, 0))
+    step = Fraction(max_start, max(num_clips - 1, 1))
+    return [(step * i, step * i + length) for i in range(num_clips)]
 
-    sampler = ConstantClipsPerVideoSampler(clip_duration=Fraction(cfg.clip_duration), clips_per_video=cfg.num_clips)
-    duration = Fraction(num_frames) / Fraction(fps)
-    starts, last_end, is_last = [], Fraction(0), False
-    while not is_last:
-        info = sampler(last_end, duration, {})
-        starts.append(Fraction(info.clip_start_sec))
-        last_end, is_last = info.clip_end_sec, info.is_last_clip
-    return starts
+
+def clip_starts(num_frames: int, fps: float, cfg: VideoConfig) -> list[Fraction]:
+    """Start times (seconds) of the ``cfg.num_clips`` clips of a ``num_frames / fps`` second video."""
+    return [start for start, _ in clip_times(float(num_frames) / float(fps), cfg.clip_duration, cfg.num_clips)]
+
+
+def frame_index(fps: float, seconds: Fraction | float) -> int:
+    """First frame at or after ``seconds``: ``ceil(fps * t)`` in float, as pytorchvideo's decord backend
+    (25 fps x 0.84 s = 21.000000000000004 -> frame 22)."""
+    return math.ceil(fps * seconds)
+
+
+def uniform_subsample(count: int, num_samples: int) -> list[int]:
+    """``num_samples`` offsets into ``count`` frames: pytorchvideo's ``uniform_temporal_subsample``
+    (float32 ``linspace(0, count - 1, num_samples)`` truncated; repeats frames when ``count`` is short)."""
+    return torch.linspace(0, count - 1, num_samples).clamp(0, count - 1).long().tolist()
 
 
 def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig,
                          start_shifts: list[float] | None = None) -> list[list[int]]:
     """Frame indices for each clip: ``cfg.num_clips`` lists of ``cfg.frames_per_clip`` indices.
 
-    A clip covers frames ``[ceil(fps * start), ceil(fps * (start + clip_duration)))`` clamped to the
-    video (a video shorter than a clip yields the whole video); inside it frames are picked with
-    ``floor(linspace(0, t - 1, frames_per_clip))`` so the first and last frames are included.
-    Arithmetic is exact (fractions), so frame boundaries do not suffer from float rounding.
-    ``start_shifts`` (training augmentation: temporal jitter) moves each clip's start by that many
-    seconds, clamped so the clip stays inside the video.
+    As ImageBind's reference (pytorchvideo's decord backend, duration ``num_frames / fps`` in float): a
+    clip covers frames ``[ceil(fps * start), ceil(fps * end))`` clamped to the video (a video shorter than
+    a clip yields the whole video), of which ``uniform_subsample`` picks ``frames_per_clip`` (first and
+    last included). ``start_shifts`` (training augmentation: temporal jitter) moves each clip's start by
+    that many seconds, clamped so the clip stays inside the video.
     """
     if num_frames <= 0:
         raise ValueError(f"video has no frames (num_frames={num_frames})")
@@ -87,41 +99,33 @@ def sample_frame_indices(num_frames: int, fps: float, cfg: VideoConfig,
             "video config needs num_clips >= 1, frames_per_clip >= 1 and clip_duration > 0, got "
             f"num_clips={cfg.num_clips}, frames_per_clip={cfg.frames_per_clip}, clip_duration={cfg.clip_duration}"
         )
-    rate = Fraction(fps)
-    length = Fraction(cfg.clip_duration)
-    n = cfg.frames_per_clip
-    clips: list[list[int]] = []
-    starts = clip_starts(num_frames, fps, cfg)
+    duration = float(num_frames) / float(fps)
+    times = clip_times(duration, cfg.clip_duration, cfg.num_clips)
     if start_shifts is not None:
-        latest = max(Fraction(num_frames) / rate - length, Fraction(0))
-        starts = [min(max(st + Fraction(sh).limit_denominator(10_000), Fraction(0)), latest)
-                  for st, sh in zip(starts, start_shifts)]
-    for start in starts:
-        first = min(math.ceil(rate * start), num_frames - 1)
-        end = min(math.ceil(rate * (start + length)), num_frames)
-        count = max(end - first, 1)  # a clip shorter than one frame period still gets its first frame
-        if n == 1:
-            offsets = [0]
-        else:
-            # floor of linspace(0, count - 1, n), computed exactly
-            offsets = [(k * (count - 1)) // (n - 1) for k in range(n)]
-        clips.append([first + o for o in offsets])
+        latest = max(duration - cfg.clip_duration, 0.0)
+        starts = [min(max(float(start) + shift, 0.0), latest) for (start, _), shift in zip(times, start_shifts)]
+        times = [(start, start + cfg.clip_duration) for start in starts]
+    clips: list[list[int]] = []
+    for start, end in times:
+        first = min(frame_index(fps, start), num_frames - 1)
+        stop = min(frame_index(fps, end), num_frames)
+        count = max(stop - first, 1)  # a clip shorter than one frame period still gets its first frame
+        clips.append([first + o for o in uniform_subsample(count, cfg.frames_per_clip)])
     return clips
 
 
 def segment_frames(num_frames: int, fps: float, segment: tuple[float, float]) -> tuple[int, int]:
     """Frame index range ``[first, end)`` of a segment ``(start, end)`` in seconds: ``[ceil(fps*start),
-    ceil(fps*end))``, the end clamped to the video, at least one frame. ValueError when the segment starts
-    at or after the video's end, or is not ``0 <= start < end``."""
+    ceil(fps*end))`` (``frame_index``), the end clamped to the video, at least one frame. ValueError when
+    the segment starts at or after the video's end, or is not ``0 <= start < end``."""
     start, end = segment
     if not (0 <= start < end):
         raise ValueError(f"segment must satisfy 0 <= start < end (seconds), got start={start}, end={end}")
-    rate = Fraction(fps)
-    first = math.ceil(rate * Fraction(start).limit_denominator(10**6))
+    first = frame_index(fps, start)
     if first >= num_frames:
         raise ValueError(f"segment starts at {start}s, at or after the video's end "
                          f"({num_frames} frames at {fps:g} fps = {num_frames / fps:.3f}s)")
-    last = min(math.ceil(rate * Fraction(end).limit_denominator(10**6)), num_frames)
+    last = min(frame_index(fps, end), num_frames)
     return first, max(last, first + 1)
 
 
@@ -225,47 +229,44 @@ def _decode(reader, path: Path, wanted: list[int], num_threads: int) -> torch.Te
         raise MediaError(f"{path}: failed to decode frames {wanted} (expected a decodable video): {err}") from err
 
 
-def preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], cfg: VideoConfig,
-               exact: bool = False) -> torch.Tensor:
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) after scaling the short side to ``size``, as pytorchvideo's ``short_side_scale``
+    (the long side is ``floor(long / short * size)`` in float; a square frame counts as landscape)."""
+    if width < height:
+        return int(math.floor((float(height) / width) * size)), size
+    return size, int(math.floor((float(width) / height) * size))
+
+
+def preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], cfg: VideoConfig) -> torch.Tensor:
     """uint8 [F, H, W, 3] (row r = frame ``wanted[r]``) -> float32 [num_clips * num_crops, 3, T, R, R].
 
-    ``exact``: the reference's float32 resize; else the uint8 long side / float32 short side split.
+    The reference's order and arithmetic in float32: ``/ 255``, ``short_side_scale`` (``F.interpolate``
+    bilinear, ``align_corners=False``, no antialias), normalise ``(x - mean) / std``, then the crops.
+    Frames are resized once each, however many clips share them.
     """
     size = cfg.resolution
-    x = frames.permute(0, 3, 1, 2)  # [F, 3, H, W], channels-last memory
-    height, width = x.shape[-2:]
-    if exact:
-        x = TF.resize(x.float().div_(255.0), [size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        offsets = crop_offsets(*x.shape[-2:], size, cfg.num_crops)
-        x = TF.normalize(x, mean=list(cfg.mean), std=list(cfg.std))
-    else:
-        long = int(size * max(height, width) / min(height, width))  # torchvision's rounding
-        new_h, new_w = (long, size) if width <= height else (size, long)
-        offsets = crop_offsets(new_h, new_w, size, cfg.num_crops)
-        wide = width > height  # crops slide along the long side, which is resized first
-        lo, hi = min(o[wide] for o in offsets), max(o[wide] for o in offsets) + size  # (top, left)[wide]
-        x = F.interpolate(x, size=(height, new_w) if wide else (new_h, width), mode="bilinear", antialias=True)
-        x = x.narrow(-1 if wide else -2, lo, hi - lo).float()  # uint8 -> float32 only where the crops are
-        x = F.interpolate(x, size=(new_h, hi - lo) if wide else (hi - lo, new_w), mode="bilinear", antialias=True)
-        offsets = [(t, l - lo) if wide else (t - lo, l) for t, l in offsets]
-        std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
-        x = torch.addcmul(torch.tensor(cfg.mean).view(3, 1, 1) / -std, x, 1.0 / (255.0 * std))  # (x/255-mean)/std
+    x = frames.permute(3, 0, 1, 2).float().contiguous() / 255.0  # [3, F, H, W], the reference's [C, T, H, W]
+    new_h, new_w = short_side_size(x.shape[-2], x.shape[-1], size)
+    x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    mean = torch.as_tensor(cfg.mean, dtype=x.dtype).view(3, 1, 1, 1)
+    std = torch.as_tensor(cfg.std, dtype=x.dtype).view(3, 1, 1, 1)
+    x = x.sub_(mean).div_(std)
+    offsets = crop_offsets(new_h, new_w, size, cfg.num_crops)
     position = {frame: row for row, frame in enumerate(wanted)}
     out: list[torch.Tensor] = []
     for clip in clips:
-        clip_frames = x[[position[i] for i in clip]]  # [T, 3, h, w]
+        clip_frames = x[:, [position[i] for i in clip]]  # [3, T, h, w]
         for top, left in offsets:
-            out.append(clip_frames[..., top:top + size, left:left + size].permute(1, 0, 2, 3))  # [3, T, R, R]
+            out.append(clip_frames[..., top:top + size, left:left + size])
     return torch.stack(out).contiguous()
 
 
 def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
-               start_shifts: list[float] | None = None, exact: bool = False,
+               start_shifts: list[float] | None = None,
                segment: tuple[float, float] | None = None) -> torch.Tensor:
     """Decode and preprocess a video into float32 ``[num_clips * num_crops, 3, frames_per_clip, R, R]``.
 
     Rows are clip-major: clip 0 crop 0, clip 0 crop 1, ..., clip 1 crop 0, ...
-    ``exact`` selects the reference float32 resize (see the module docstring for the default's bound).
     ``segment`` (seconds): the clips are sampled inside ``[start, end]`` only, as if it were the video.
     Raises MediaError (naming the path) for a missing, unreadable or empty video, or a segment past its end.
     """
@@ -274,7 +275,7 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     num_frames = len(reader)
     if num_frames <= 0:
         raise MediaError(f"{path}: video has no frames (expected at least one decodable frame)")
-    fps = float(reader.get_avg_fps())
+    fps = float(reader.get_avg_fps())  # decord's average rate, as pytorchvideo's decord backend uses
     if not (fps > 0 and math.isfinite(fps)):
         raise MediaError(f"{path}: video reports frame rate {fps} (expected a positive frame rate)")
     first, end = 0, num_frames
@@ -288,4 +289,4 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     frames = _decode(reader, path, wanted, num_threads)
     if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
         raise MediaError(f"{path}: decoded frames have shape {tuple(frames.shape)} (expected [F, H, W, 3])")
-    return preprocess(frames, clips, wanted, cfg, exact)
+    return preprocess(frames, clips, wanted, cfg)
