@@ -8,9 +8,7 @@ few clip samplers:
 
 - SkillGPT: `skillgpt.data.video.load_video` (PyAV: seeks to a sampled frame's keyframe only when it is
   ahead of the read position, skips non-reference frames it does not need; frames bit-identical to decord
-  `get_batch`; uint8 long-side / float32 short-side resize);
-- previous `load_video`: decord `get_batch` on the sampled indices + the reference float32 resize
-  (`preprocess(..., exact=True)`), i.e. the implementation before the 2026-11-23 change;
+  `get_batch`; then the reference's float32 bilinear resize without antialias, `preprocess`);
 - reference A: decord, every frame read in order (`next()`: decoded and converted to RGB), then subsampled
   (decord's `skip_frames` is no reference: it seeks to the last keyframe it passes, so it does not decode
   every frame);
@@ -18,13 +16,15 @@ few clip samplers:
 
 All use one decoding thread and the same frame indices (`sample_frame_indices`). SkillGPT and the two
 references end with the same `preprocess` as `load_video` and are checked equal, so only the decoding
-strategy differs between them; the previous `load_video` is checked within the fast resize's bound. The
+strategy differs between them. The
 "keyframe bound" is the limit for a decoder that decodes every frame from each sampled frame's preceding
 keyframe up to it (decoding-only speed-up <= all frames / those); the "reference bound" counts, in decode
 order from that keyframe to the sampled frame, only reference frames (those a decoder with
 `skip_frame=NONREF` decodes) plus the sampled frame. The preprocessing alone (on already decoded frames)
-is timed too, so the table also gives the decoding-only speed-up. Runs are interleaved (SkillGPT,
-previous, A, B, preprocessing, SkillGPT, ...) so load from other processes hits all of them; medians are
+is timed too, so the table also gives the decoding-only speed-up, next to the preprocessing `load_video` had
+before it matched the reference (issue 16: uint8 antialiased long-side resize, float32 short side;
+`previous_preprocess`, kept here only to time it and measure how far its pixels were). Runs are interleaved
+(SkillGPT, A, B, preprocessing, previous preprocessing, SkillGPT, ...) so load from other processes hits all of them; medians are
 reported, of wall time and of process CPU time (all threads). Useful fps = sampled frames delivered per
 second. Torch runs on 1 thread. Also prints what a seek, a decoded packet and a keyframe cost (PyAV, CPU
 time), the cost model behind `load_video`'s rule (seek when the next needed keyframe is ahead, else decode
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from skillgpt.config.schema import VideoConfig
-from skillgpt.data.video import load_video, preprocess, sample_frame_indices
+from skillgpt.data.video import crop_offsets, load_video, preprocess, sample_frame_indices
 
 SAMPLERS = {  # label -> VideoConfig
     "5 clips x 2 s x 2 frames (real presets)": VideoConfig(num_clips=5, clip_duration=2.0, frames_per_clip=2),
@@ -131,11 +131,27 @@ def sampled(reader: decord.VideoReader, cfg: VideoConfig) -> tuple[list[list[int
     return clips, sorted({i for c in clips for i in c})
 
 
-def previous_load_video(path: Path, cfg: VideoConfig) -> torch.Tensor:
-    """`load_video` before 2026-11-23: decord `get_batch` on the sampled indices, float32 resize."""
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    clips, wanted = sampled(reader, cfg)
-    return preprocess(torch.from_numpy(reader.get_batch(wanted).asnumpy()), clips, wanted, cfg, exact=True)
+def previous_preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], cfg: VideoConfig) -> torch.Tensor:
+    """`load_video`'s resize before issue 16 (not the reference): long side antialiased in uint8, cropped to
+    what the crops use, short side antialiased in float32, normalised. Kept only to time it."""
+    size = cfg.resolution
+    x = frames.permute(0, 3, 1, 2)
+    height, width = x.shape[-2:]
+    long = int(size * max(height, width) / min(height, width))
+    new_h, new_w = (long, size) if width <= height else (size, long)
+    offsets = crop_offsets(new_h, new_w, size, cfg.num_crops)
+    wide = width > height
+    lo, hi = min(o[wide] for o in offsets), max(o[wide] for o in offsets) + size
+    x = torch.nn.functional.interpolate(x, size=(height, new_w) if wide else (new_h, width), mode="bilinear", antialias=True)
+    x = x.narrow(-1 if wide else -2, lo, hi - lo).float()
+    x = torch.nn.functional.interpolate(x, size=(new_h, hi - lo) if wide else (hi - lo, new_w), mode="bilinear",
+                                        antialias=True)
+    offsets = [(t, l - lo) if wide else (t - lo, l) for t, l in offsets]
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    x = (x / 255.0 - torch.tensor(cfg.mean).view(3, 1, 1)) / std
+    position = {frame: row for row, frame in enumerate(wanted)}
+    return torch.stack([x[[position[i] for i in clip]][..., t:t + size, l:l + size].permute(1, 0, 2, 3)
+                        for clip in clips for t, l in offsets])
 
 
 def decord_all(path: Path, cfg: VideoConfig) -> torch.Tensor:
@@ -162,9 +178,7 @@ def pyav_all(path: Path, cfg: VideoConfig) -> torch.Tensor:
     return preprocess(torch.from_numpy(np.stack(kept)), clips, wanted, cfg)
 
 
-METHODS = {"skillgpt": lambda p, c: load_video(p, c, num_threads=1), "previous": previous_load_video,
-           "decord_all": decord_all, "pyav_all": pyav_all}
-FAST_BOUND = 0.52 / 255  # fast resize vs the float32 reference, before normalisation (tests/data/test_video.py)
+METHODS = {"skillgpt": lambda p, c: load_video(p, c, num_threads=1), "decord_all": decord_all, "pyav_all": pyav_all}
 
 
 def main() -> None:
@@ -188,12 +202,7 @@ def main() -> None:
         for label, cfg in SAMPLERS.items():
             ref = load_video(path, cfg)
             for name, fn in METHODS.items():  # same tensor from every method, else the timing is meaningless
-                got = fn(path, cfg)
-                if name == "previous":
-                    bound = FAST_BOUND / min(cfg.std)
-                    assert (got - ref).abs().max().item() <= bound, "previous load_video outside the resize bound"
-                else:
-                    assert torch.equal(got, ref), f"{name} disagrees with load_video"
+                assert torch.equal(fn(path, cfg), ref), f"{name} disagrees with load_video"
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
             clips, wanted = sampled(reader, cfg)
             decoded = torch.from_numpy(reader.get_batch(wanted).asnumpy())
@@ -203,7 +212,8 @@ def main() -> None:
             keyframes = len({max(k for k in keys if k <= w) for w in wanted})
             del reader
             runs = {**METHODS, "preprocess": lambda p, c: preprocess(decoded, clips, wanted, c),
-                    "preprocess_exact": lambda p, c: preprocess(decoded, clips, wanted, c, exact=True)}
+                    "preprocess_previous": lambda p, c: previous_preprocess(decoded, clips, wanted, c)}
+            previous_diff = (previous_preprocess(decoded, clips, wanted, cfg) - ref).abs().max().item()
             times: dict[str, list[float]] = {n: [] for n in runs}
             cpu: dict[str, list[float]] = {n: [] for n in runs}
             for _ in range(args.repeats):
@@ -218,7 +228,7 @@ def main() -> None:
             n_frames = len(wanted)
             rows.append({"gop": gop, "sampler": label, "frames": n_frames, "must_decode": needed,
                          "must_decode_refs": needed_refs, "total_frames": total, "decode_bound": total / needed,
-                         "keyframes": keyframes, "total_keyframes": len(keys),
+                         "keyframes": keyframes, "total_keyframes": len(keys), "previous_max_diff": previous_diff,
                          "decode_bound_refs": total / needed_refs, "mib": path.stat().st_size / 2**20,
                          "times": times, "cpu_times": cpu, **{f"{n}_s": med[n] for n in runs},
                          **{f"{n}_cpu_s": med_cpu[n] for n in runs},
@@ -234,19 +244,19 @@ def main() -> None:
               f"packet with non-reference frames skipped, {c['decode_nonkey_ms']:.2f} ms per keyframe")
     print(f"\n{args.seconds} s 640x360 30 fps H.264 video, 1 decoding thread, 1 torch thread, median of {args.repeats}, "
           f"1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}\n")
-    print("| GOP (file) | sampler (frames kept) | SkillGPT `load_video` (s) | previous `load_video` (s) "
-          "| decord, all frames (s) | PyAV, all frames (s) | preprocessing: now / previous (s) "
-          "| useful fps: SkillGPT / decord / PyAV | speed-up vs previous / decord / PyAV "
+    print("| GOP (file) | sampler (frames kept) | SkillGPT `load_video` (s) "
+          "| decord, all frames (s) | PyAV, all frames (s) | preprocessing: reference / previous (s); previous max diff "
+          "| useful fps: SkillGPT / decord / PyAV | speed-up vs decord / PyAV "
           "| same, CPU time | decoding only: vs decord / PyAV "
           "| frames to decode at least: keyframe bound / reference bound (keyframes among them) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['gop']} ({r['mib']:.1f} MiB) | {r['sampler']} ({r['frames']}) | {r['skillgpt_s']:.3f} "
-              f"| {r['previous_s']:.3f} | {r['decord_all_s']:.3f} | {r['pyav_all_s']:.3f} "
-              f"| {r['preprocess_s']:.3f} / {r['preprocess_exact_s']:.3f} "
+              f"| {r['decord_all_s']:.3f} | {r['pyav_all_s']:.3f} "
+              f"| {r['preprocess_s']:.3f} / {r['preprocess_previous_s']:.3f}; {r['previous_max_diff']:.2f} "
               f"| {r['skillgpt_fps']:.0f} / {r['decord_all_fps']:.1f} / {r['pyav_all_fps']:.1f} "
-              f"| {r['speedup_vs_previous']:.1f}x / {r['speedup_vs_decord_all']:.1f}x / {r['speedup_vs_pyav_all']:.1f}x "
-              f"| {r['cpu_speedup_vs_previous']:.1f}x / {r['cpu_speedup_vs_decord_all']:.1f}x / {r['cpu_speedup_vs_pyav_all']:.1f}x "
+              f"| {r['speedup_vs_decord_all']:.1f}x / {r['speedup_vs_pyav_all']:.1f}x "
+              f"| {r['cpu_speedup_vs_decord_all']:.1f}x / {r['cpu_speedup_vs_pyav_all']:.1f}x "
               f"| {r['decode_speedup_vs_decord']:.1f}x / {r['decode_speedup_vs_pyav']:.1f}x "
               f"| {r['must_decode']} ({r['decode_bound']:.1f}x) / {r['must_decode_refs']} ({r['decode_bound_refs']:.1f}x) "
               f"of {r['total_frames']} ({r['keyframes']} of {r['total_keyframes']}) |")
