@@ -245,7 +245,9 @@ def preprocess(frames: torch.Tensor, clips: list[list[int]], wanted: list[int], 
     Frames are resized once each, however many clips share them.
     """
     size = cfg.resolution
-    x = frames.permute(3, 0, 1, 2).float().contiguous() / 255.0  # [3, F, H, W], the reference's [C, T, H, W]
+    # [3, F, H, W] contiguous as the reference's [C, T, H, W] (the layout picks interpolate's kernel; this one
+    # matches bit for bit); transposed while still uint8, 2x cheaper than transposing floats
+    x = frames.permute(3, 0, 1, 2).contiguous().float().div_(255.0)
     new_h, new_w = short_side_size(x.shape[-2], x.shape[-1], size)
     x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
     mean = torch.as_tensor(cfg.mean, dtype=x.dtype).view(3, 1, 1, 1)
