@@ -42,7 +42,7 @@ def test_infer_feeds_the_encoder_the_reference_pixels(crops, trained_run, monkey
         raise Captured
 
     monkeypatch.setattr(SkillGPT, "encode", capture)
-    # the tiny checkpoint was trained on 8 clips; the preset's 5 only change how many clips reach the encoder
+    # the tiny checkpoint was trained on 9 clips; the preset's 5 only change how many clips reach the encoder
     import skillgpt.checkpoint.delta as delta
 
     monkeypatch.setattr(delta, "check_architecture", lambda *a, **k: None)
