@@ -16,12 +16,12 @@ Used by training (``data.checks``), eval, ``skillgpt infer``, chat and the demo.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from skillgpt.config.schema import DataConfig
 from skillgpt.data.media import PLACEHOLDER_OF
 
-__all__ = ["eval_question", "expand_view_placeholders", "first_human_turn", "logical_counts", "place_placeholders"]
+__all__ = ["eval_question", "expand_view_placeholders", "first_human_turn", "logical_counts", "place_placeholders", "without_placeholders"]
 Turn = dict[str, str]
 
 
@@ -31,6 +31,13 @@ def expand_view_placeholders(turns: list[Turn], cfg: DataConfig) -> list[Turn]:
         return turns
     labelled = " ".join(f"{v}: <video>" for v in cfg.views)
     return [{**t, "value": t["value"].replace("<video>", labelled)} for t in turns]
+
+
+def without_placeholders(question: str, placeholders: Iterable[str]) -> str:
+    """`question` for a turn after the media were given: its placeholders removed."""
+    for placeholder in placeholders:
+        question = question.replace(placeholder, "")
+    return question.strip()
 
 
 def logical_counts(kinds: Sequence[str], cfg: DataConfig) -> dict[str, int]:

@@ -14,13 +14,13 @@ from tqdm import tqdm
 from skillgpt.data.cached_features import open_features
 from skillgpt.data.dataset import DataError, read_samples
 from skillgpt.data.media import sample_media
-from skillgpt.data.prompt import eval_question
+from skillgpt.data.prompt import eval_question, without_placeholders
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.report import format_table, write_results
 from skillgpt.eval.report import format_task, write_task_results
 from skillgpt.eval.tasks import run_task
 from skillgpt.eval.views import view_accuracies, view_record
-from skillgpt.inference.self_questioning import label_scores_in_context, self_questioning_context, without_placeholders
+from skillgpt.inference.self_questioning import label_scores_in_context, self_questioning_context
 from skillgpt.inference.assistant import SkillAssistant
 
 

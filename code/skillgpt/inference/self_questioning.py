@@ -3,24 +3,17 @@ then answers the user with that exchange as context. Needs a template trained wi
 questions (``vicuna_v1_sq``), which teaches the model to continue an open user turn with a question."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from skillgpt.data.prompt import expand_view_placeholders
+from skillgpt.data.prompt import expand_view_placeholders, without_placeholders
 from skillgpt.data.templates import cut_at_stops, tokenize_conversation
 from skillgpt.inference.generation import batch_media
 from skillgpt.inference.scoring import score_sequences
 
 Turn = dict[str, str]
-
-
-def without_placeholders(question: str, placeholders: Iterable[str]) -> str:
-    """`question` for a turn after the media were given: its placeholders removed."""
-    for placeholder in placeholders:
-        question = question.replace(placeholder, "")
-    return question.strip()
 
 
 @torch.no_grad()
