@@ -1,0 +1,38 @@
+"""Import checkpoints of other systems (PandaGPT, NExT-GPT, LLaVA, MiniGPT-4/v2) as SkillGPT checkpoints.
+
+Each importer reads the original file without executing pickled code and writes, through
+`skillgpt.checkpoint.importers.common.write_checkpoint`, a normal run folder (``RUN/checkpoint-0``) that
+`infer`, `chat`, `demo`, `eval` and `train.init_from` accept. Importers load lazily: ``IMPORTERS`` maps a
+system name to ``"module:function"`` with the signature
+``import_x(src: Path, out: Path, base_llm: Path | None, **options) -> Path`` (the run folder written).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+IMPORTERS: dict[str, str] = {
+    "pandagpt": "skillgpt.checkpoint.importers.pandagpt:import_pandagpt",
+    "nextgpt": "skillgpt.checkpoint.importers.pandagpt:import_nextgpt",
+    "llava": "skillgpt.checkpoint.importers.llava:import_llava",
+    "minigpt4": "skillgpt.checkpoint.importers.minigpt:import_minigpt4",
+    "minigpt_v2": "skillgpt.checkpoint.importers.minigpt:import_minigpt_v2",
+}
+
+
+def importer(system: str) -> Callable[..., Path]:
+    """The import function of `system` (ValueError naming the known systems otherwise)."""
+    if system not in IMPORTERS:
+        raise ValueError(f"--from: unknown system {system!r}; expected one of {', '.join(sorted(IMPORTERS))}")
+    module, function = IMPORTERS[system].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_import(system: str, src: str | Path, out: str | Path, base_llm: str | Path | None = None,
+               **options: Any) -> Path:
+    """Import `src` (a file or folder of `system`) into the SkillGPT run folder `out`; returns it."""
+    src_path = Path(src)
+    if not src_path.exists():
+        raise FileNotFoundError(f"{src_path}: not found (the {system} checkpoint to import)")
+    return importer(system)(src_path, Path(out), Path(base_llm) if base_llm else None, **options)
