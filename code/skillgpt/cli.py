@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_commands(sub)
     from skillgpt.data.commands import add_data_commands
     add_data_commands(sub)
+    from skillgpt.checkpoint.export import add_export_command  # export
+    add_export_command(sub)
     return parser
 
 

@@ -1,0 +1,96 @@
+"""`skillgpt export`: a LLaVA-shaped checkpoint (the imported LLaVA LoRA fixture: CLIP + mlp2x_gelu + Llama +
+LoRA) exported as LlavaForConditionalGeneration loads with transformers alone and gives SkillGPT's logits;
+the merged LLM folder generates the adapter run's greedy tokens."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor
+
+from skillgpt.checkpoint.export import export
+from skillgpt.checkpoint.importers import run_import
+from skillgpt.data.templates import render, tokenize_conversation
+from skillgpt.inference.assistant import SkillAssistant
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "llava"
+TURNS = [{"from": "human", "value": "<image>\nWhat is the person doing?"}]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    return run_import("llava", FIXTURE / "lora", root / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+
+
+@pytest.fixture(scope="module")
+def ours(run) -> SkillAssistant:
+    return SkillAssistant(run, device="cpu")
+
+
+def _prompt(ours: SkillAssistant) -> list[int]:
+    return tokenize_conversation(TURNS, ours.tokenizer, ours.template, ours.placeholder_tokens, 4096,
+                                 add_generation_prompt=True)["input_ids"]
+
+
+def test_llava_export_loads_in_transformers_with_skillgpts_logits(run, ours, tmp_path) -> None:
+    out = export(run, tmp_path / "llava-hf", "llava")
+    hf = LlavaForConditionalGeneration.from_pretrained(out).eval()  # transformers only, no skillgpt class
+    processor = LlavaProcessor.from_pretrained(out)
+    image_id = hf.config.image_token_id
+    ids = _prompt(ours)
+    pixels = load_file(str(FIXTURE / "golden.safetensors"))["pixel_values"]  # CLIP-normalised, 56 px
+    with torch.no_grad():
+        expected = ours.model.causal_lm(
+            inputs_embeds=ours.model.embed(torch.tensor([ids]), {"image": pixels.reshape(1, 1, 3, 1, 56, 56)})).logits[0]
+        hf_ids = torch.tensor([[image_id if i < 0 else i for i in ids]])
+        got = hf(input_ids=hf_ids, pixel_values=pixels).logits[0]
+    vocab = expected.shape[-1]
+    assert (got[:, :vocab] - expected).abs().max().item() <= 1e-4
+    assert got.shape[-1] == vocab + 1  # the added <image> token
+    assert hf.config.vision_feature_layer == -2 and hf.config.vision_feature_select_strategy == "default"
+    # the processor expands <image> into as many tokens as SkillGPT inserts. It tokenizes the prompt in one
+    # piece, as LLaVA-HF does, so a SentencePiece tokenizer puts no "▁" after the image, where LLaVA's
+    # tokenizer_image_token (and SkillGPT, which matches it) tokenizes the text after <image> separately.
+    text = render(ours.template, TURNS, ours.tokenizer, add_generation_prompt=True)[0]
+    from PIL import Image
+
+    enc = processor(text=text, images=Image.new("RGB", (64, 64)), return_tensors="pt")
+    assert enc["pixel_values"].shape[-2:] == (56, 56)
+    after = max(i for i, t in enumerate(ids) if t < 0) + 1
+    assert processor.tokenizer.convert_ids_to_tokens(ids[after]) == "\u2581"
+    assert enc["input_ids"][0].tolist() == hf_ids[0, :after].tolist() + hf_ids[0, after + 1:].tolist()
+
+
+def test_merged_llm_generates_the_adapter_runs_tokens(run, ours, tmp_path) -> None:
+    out = export(run, tmp_path / "merged", "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = render(ours.template, [{"from": "human", "value": "Is it hard?"}], ours.tokenizer, add_generation_prompt=True)[0]
+    ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False).input_ids]])
+    assert ids[0].tolist() == _prompt_text_ids(ours, text)
+    greedy = dict(max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    with torch.no_grad():
+        expected = ours.model.generate(ids, **greedy)[0].tolist()
+        got = merged.generate(ids, attention_mask=torch.ones_like(ids), **greedy)[0, ids.shape[1]:].tolist()
+        base = AutoModelForCausalLM.from_pretrained(FIXTURE / "vicuna").eval()
+        assert (base(ids).logits - merged(ids).logits).abs().max() > 1e-3  # the LoRA is really merged in
+    assert got == expected
+    projector = load_file(str(out / "skillgpt_projector.safetensors"))
+    for k, v in ours.model.projector.state_dict().items():
+        assert torch.equal(projector[k], v)
+    assert (out / "skillgpt_config.yaml").is_file()
+
+
+def _prompt_text_ids(ours: SkillAssistant, text: str) -> list[int]:
+    return tokenize_conversation([{"from": "human", "value": "Is it hard?"}], ours.tokenizer, ours.template,
+                                 ours.placeholder_tokens, 4096, add_generation_prompt=True)["input_ids"]
+
+
+def test_export_refuses_a_model_that_is_not_llava_shaped(run, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"model.encoder.pool is 2"):
+        export(run, tmp_path / "x", "llava", overrides=["model.encoder.pool=2"])
+    with pytest.raises(ValueError, match="--format"):
+        export(run, tmp_path / "y", "onnx")
