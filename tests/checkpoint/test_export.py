@@ -64,6 +64,24 @@ def test_llava_export_loads_in_transformers_with_skillgpts_logits(run, ours, tmp
     assert enc["input_ids"][0].tolist() == hf_ids[0, :after].tolist() + hf_ids[0, after + 1:].tolist()
 
 
+def test_linear_projector_exports_exactly(tmp_path) -> None:
+    """A linear projector becomes LLaVA-HF's linear_1 -> identity act -> identity linear_2."""
+    src = tmp_path / "mm_projector.bin"
+    torch.manual_seed(0)
+    torch.save({"model.mm_projector.weight": torch.randn(64, 32) * 0.1, "model.mm_projector.bias": torch.randn(64)}, src)
+    run = run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    ours = SkillAssistant(run, device="cpu")
+    hf = LlavaForConditionalGeneration.from_pretrained(export(run, tmp_path / "hf", "llava")).eval()
+    assert hf.config.projector_hidden_act == "linear"
+    ids, pixels = _prompt(ours), load_file(str(FIXTURE / "golden.safetensors"))["pixel_values"]
+    with torch.no_grad():
+        expected = ours.model.causal_lm(
+            inputs_embeds=ours.model.embed(torch.tensor([ids]), {"image": pixels.reshape(1, 1, 3, 1, 56, 56)})).logits[0]
+        got = hf(input_ids=torch.tensor([[hf.config.image_token_id if i < 0 else i for i in ids]]),
+                 pixel_values=pixels).logits[0]
+    assert (got[:, :expected.shape[-1]] - expected).abs().max().item() <= 1e-4
+
+
 def test_merged_llm_generates_the_adapter_runs_tokens(run, ours, tmp_path) -> None:
     out = export(run, tmp_path / "merged", "merged")
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
