@@ -382,7 +382,21 @@ def _finalize(cfg: DictConfig, sources: _Sources, where: str) -> Config:
     assert isinstance(obj, Config)
     values = {key: _get(obj, key) for key in [*CHOICES, *MINIMUMS, *ONLY_SUPPORTED]}
     _raise(_choice_problems(values, sources.of))
+    _resolve_processor(obj)
     return obj
+
+
+def _resolve_processor(cfg: Config) -> None:
+    """``data.video.processor: null`` -> the video encoder's own pixel rules: the model folder of a Hugging
+    Face encoder that has a preprocessor_config.json, else ImageBind's reference preprocessing (a folder
+    without one is fed re-normalised pixels with model.encoder.mean/std, see models/encoders/hf.py)."""
+    from skillgpt.data.hf_preprocessing import IMAGEBIND, PROCESSOR_ENCODERS
+
+    video, encoder = cfg.data.video, cfg.model.encoder
+    if video.processor is None:
+        own = encoder.name in PROCESSOR_ENCODERS and encoder.path
+        has_rules = own and (Path(encoder.path).expanduser() / "preprocessor_config.json").is_file()
+        video.processor = encoder.path if has_rules else IMAGEBIND
 
 
 def load_config(

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from skillgpt.config.schema import Config
 from skillgpt.data.feature_cache import CacheError, FeatureCache, sha256_file
 from skillgpt.data.media import MediaItem, load_media
-from skillgpt.data.video import PREPROCESSING
+from skillgpt.data.video import preprocessing_signature
 
 # Encoder settings that never change the features (where the weights are read from is covered by the
 # weight files' content hashes instead).
@@ -40,7 +40,7 @@ def feature_signature(cfg: Config, model: nn.Module) -> dict[str, Any]:
     branches = {name: _encoder_signature(enc_cfgs[name], enc, hashes) for name, enc in model.encoder.items()}
     if "context" in branches:
         branches["context"]["frames"] = m.context.frames
-    video = dataclasses.asdict(cfg.data.video) | {"preprocessing": PREPROCESSING}
+    video = dataclasses.asdict(cfg.data.video) | {"preprocessing": preprocessing_signature(cfg.data.video)}
     return {"branches": branches, "video": video, "audio": dataclasses.asdict(cfg.data.audio)}
 
 

@@ -23,6 +23,8 @@ from torchvision.transforms import functional as TF
 
 from skillgpt.config.schema import DataConfig
 from skillgpt.constants import PLACEHOLDER_OF, Payload  # noqa: F401 (re-exported: the old import path)
+from skillgpt.data.hf_preprocessing import load_image as hf_load_image
+from skillgpt.data.hf_preprocessing import processor_rules
 from skillgpt.data.video import MediaError, load_video
 
 
@@ -114,10 +116,15 @@ def __getattr__(name: str) -> Any:
 def load_image(path: Path, cfg: DataConfig) -> Tensor:
     """An image as a one-clip video [1, C, T, R, R], as ImageBind's ``load_and_transform_vision_data``:
     PIL bicubic resize of the short side to R, centre crop R (PIL), to [0, 1], normalise; the frame
-    repeated T times."""
+    repeated T times. With ``data.video.processor`` a Hugging Face folder: that model's processor rules."""
     if not path.is_file():
         raise MediaError(f"{path}: image file not found (expected a readable image)")
     v = cfg.video
+    if (rules := processor_rules(v.processor)) is not None:  # a Hugging Face model's own pixel rules
+        try:
+            return hf_load_image(path, rules, v.frames_per_clip)
+        except (UnidentifiedImageError, OSError) as err:
+            raise MediaError(f"{path}: cannot be decoded as an image: {err}") from err
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")

@@ -15,6 +15,9 @@ Checked against the reference's own outputs: tests/data/test_reference_preproces
 A segment ``(start, end)`` in seconds (MVBench ``start``/``end``) is sampled as if it were the whole
 video: the frames with index in ``[ceil(fps*start), ceil(fps*end))`` (clamped to the video).
 
+With ``cfg.processor`` naming a Hugging Face model folder, the decoded frames follow that model's
+``preprocessor_config.json`` instead (data/hf_preprocessing.py); clip and frame sampling stay as above.
+
 Only the sampled frames are decoded, bit-identical to decord ``get_batch`` (``_decode_pyav``, else
 ``get_batch``), and each is resized once however many clips share it.
 """
@@ -32,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from skillgpt.config.schema import VideoConfig
+from skillgpt.data.hf_preprocessing import preprocess_clips, processor_rules
 
 # Names the media preprocessing (video here, audio.py's clips and media.load_image alike); part of the
 # feature-cache signature, so features cached from differently preprocessed inputs are never reused.
@@ -291,4 +295,13 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     frames = _decode(reader, path, wanted, num_threads)
     if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
         raise MediaError(f"{path}: decoded frames have shape {tuple(frames.shape)} (expected [F, H, W, 3])")
+    if (rules := processor_rules(cfg.processor)) is not None:  # a Hugging Face model's own pixel rules
+        return preprocess_clips(frames, clips, wanted, rules, cfg.num_crops)
     return preprocess(frames, clips, wanted, cfg)
+
+
+def preprocessing_signature(cfg: VideoConfig) -> str | dict:
+    """What the pixels of videos and images are made with, for the feature-cache signature:
+    ``PREPROCESSING`` (ImageBind's reference) or the resolved Hugging Face processor rules."""
+    rules = processor_rules(cfg.processor)
+    return PREPROCESSING if rules is None else rules.signature()

@@ -2,10 +2,14 @@
 video transformers (VideoMAE, TimeSformer).
 
 The architecture is picked from the folder's ``config.json`` ``model_type`` through the explicit tables
-``IMAGE_MODELS`` / ``VIDEO_MODELS`` (never from folder names). Pixels arrive normalised with the data's
-``VideoConfig.mean/std``; the encoders undo that and apply the model's own statistics
-(``preprocessor_config.json`` ``image_mean/image_std``, else ``model.encoder.mean/std``), then resize
-(bilinear, antialiased) to the model's ``image_size``.
+``IMAGE_MODELS`` / ``VIDEO_MODELS`` (never from folder names).
+
+Pixels: when the data follow this model's own ``preprocessor_config.json`` (``data.video.processor``, which
+the config loader points at ``model.encoder.path`` by default; data/hf_preprocessing.py), they reach the
+model exactly as its transformers processor makes them. Otherwise (ImageBind's preprocessing, or another
+model's rules, e.g. a context encoder) the encoder maps the data's normalisation to the model's (its
+processor's rescale/mean/std, else ``model.encoder.mean/std``) and resizes (bilinear, antialiased) to the
+model's ``image_size``: an approximation of what the model was trained to see.
 
 Spatial crops (``data.video.num_crops: 3``) are encoded like ImageBind's ``clip_tokens``: every crop of a
 clip gives its own token groups, clip-major with a clip's crops in crop order (they see different parts
@@ -14,6 +18,7 @@ of the frame, so their tokens are kept, not averaged).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
+from skillgpt.data.hf_preprocessing import PixelRules, processor_rules, read_rules
 from skillgpt.models.layout import TokenLayout
 
 
@@ -59,6 +65,11 @@ def _floats(values: Any, channels: int, what: str) -> list[float]:
     if len(out) != channels:
         raise ValueError(f"{what}: expected {channels} values, got {out}")
     return out
+
+
+def _affine(mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """(scale, offset) of ``(u8 / 255 - mean) / std`` = u8 * scale + offset."""
+    return [1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]
 
 
 class HFEncoderBase(nn.Module):
@@ -112,11 +123,23 @@ class HFEncoderBase(nn.Module):
         if not -(layers + 1) <= self.select_layer <= layers:
             raise ValueError(f"model.encoder.select_layer {self.select_layer} is out of range for {layers} layers "
                              f"({layers + 1} hidden states: embeddings + one per layer)")
-        self.data_mean = _floats(video.mean, channels, "data.video.mean")
-        self.data_std = _floats(video.std, channels, "data.video.std")
-        model_mean, model_std = self._model_stats(cfg)
-        self.model_mean = _floats(model_mean, channels, "encoder image_mean")
-        self.model_std = _floats(model_std, channels, "encoder image_std")
+        has_rules = (self.folder / "preprocessor_config.json").is_file()
+        self.rules: PixelRules | None = read_rules(self.folder) if has_rules else None
+        data_rules = processor_rules(video.processor)
+        # pixels made by this model's own processor rules: fed as they are
+        self.exact = self.rules is not None and data_rules == self.rules
+        if data_rules is None:  # ImageBind: x = (u8 / 255 - mean) / std
+            self.data_affine = _affine(_floats(video.mean, channels, "data.video.mean"),
+                                       _floats(video.std, channels, "data.video.std"))
+        else:
+            self.data_affine = data_rules.affine()
+        self.model_affine = self.rules.affine() if self.rules is not None else _affine(*(
+            _floats(v, channels, f"model.encoder.{k}") for k, v in zip(("mean", "std"), self._fallback_stats(cfg))))
+        size = data_rules.output_size() if data_rules is not None else None
+        if self.exact and size != (self.image_size, self.image_size):
+            warnings.warn(f"{self.rules.source}: frames of {size[0]}x{size[1]} (crop_size / size) but {config_file} "
+                          f"has image_size {self.image_size}: frames are resized (bilinear, antialiased) to it, "
+                          "unlike transformers (whose model would refuse them)", stacklevel=2)
         self.requires_grad_(False)
         super().train(False)
 
@@ -140,18 +163,13 @@ class HFEncoderBase(nn.Module):
             raise ValueError(f"only square inputs are supported, the model expects {h}x{w}")
         return int(h)
 
-    def _model_stats(self, cfg: Any) -> tuple[Any, Any]:
-        """The model's own pixel mean/std: preprocessor_config.json, else model.encoder.mean/std."""
-        pre = self.folder / "preprocessor_config.json"
-        if pre.is_file():
-            stats = json.loads(pre.read_text())
-            if stats.get("image_mean") is not None and stats.get("image_std") is not None:
-                return stats["image_mean"], stats["image_std"]
+    def _fallback_stats(self, cfg: Any) -> tuple[Any, Any]:
+        """A folder without preprocessor_config.json: the pixel mean/std of model.encoder.mean/std."""
         mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
         if mean is not None and std is not None:
             return mean, std
         raise FileNotFoundError(
-            f"model.encoder.path: {self.folder} has no preprocessor_config.json with image_mean/image_std; "
+            f"model.encoder.path: {self.folder} has no preprocessor_config.json; "
             "add it or set model.encoder.mean and model.encoder.std"
         )
 
@@ -169,7 +187,7 @@ class HFEncoderBase(nn.Module):
 
     def weight_files(self) -> list[str]:
         """Files that determine the features: weights (*.safetensors, *.bin), config.json and, when
-        present, preprocessor_config.json (the pixel statistics)."""
+        present, preprocessor_config.json (the pixel rules)."""
         weights = sorted(p for ext in ("*.safetensors", "*.bin") for p in self.folder.glob(ext))
         extra = [self.folder / "config.json", self.folder / "preprocessor_config.json"]
         return [str(p) for p in [*weights, *extra] if p.is_file()]
@@ -182,14 +200,12 @@ class HFEncoderBase(nn.Module):
         raise NotImplementedError
 
     def _prepare(self, frames: Tensor) -> Tensor:
-        """Frames [N, C, H, W] in data normalisation -> model normalisation and size, model dtype."""
+        """Frames [N, C, H, W] as the data made them -> the model's pixels and size, model dtype."""
         x = frames.to(device=self.device, dtype=torch.float32)
-        shape = (1, -1, 1, 1)
-        d_mean, d_std, m_mean, m_std = (
-            torch.tensor(v, device=x.device).view(shape)
-            for v in (self.data_mean, self.data_std, self.model_mean, self.model_std)
-        )
-        x = (x * d_std + d_mean - m_mean) / m_std
+        if not self.exact:  # data pixel = u8 * d_scale + d_offset -> u8 * m_scale + m_offset
+            d_scale, d_offset, m_scale, m_offset = (
+                torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (*self.data_affine, *self.model_affine))
+            x = (x - d_offset) / d_scale * m_scale + m_offset
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)
