@@ -91,9 +91,11 @@ def _load_adapter(model: SkillGPT, folder: Path) -> None:
         model.llm = PeftModel.from_pretrained(model.llm, str(folder)).merge_and_unload()
 
 
-# Settings that decide the shapes of the trained parts: a checkpoint built with others is refused.
+# Settings that decide the shapes of the trained parts or the token layout they were trained on (clips,
+# frames, crops: num_crops: 3 triples clip_tokens): a checkpoint built with others is refused.
 ARCHITECTURE_KEYS = ("model.encoder.", "model.projector.", "model.context.", "model.audio.", "data.views",
-                     "data.view_mode", "data.video.num_clips", "data.video.frames_per_clip", "data.audio.num_clips")
+                     "data.view_mode", "data.video.num_clips", "data.video.frames_per_clip", "data.video.num_crops",
+                     "data.audio.num_clips")
 
 
 def check_architecture(ckpt_cfg: Config, cfg: Config, ckpt: Path) -> None:
