@@ -138,3 +138,22 @@ def test_trained_tower_lora_is_refused(tmp_path) -> None:
     save_file(weights, str(lora / "adapter_model.safetensors"))
     with pytest.raises(ValueError, match="LoRA on the vision tower was trained"):
         run_import("llava", lora, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+
+
+def test_imported_run_is_a_train_init_from_parent(tmp_path) -> None:
+    """A later stage starts from the import: the recorded parent's projector and LoRA (merged) are loaded."""
+    from skillgpt.checkpoint.lineage import record_lineage
+    from skillgpt.config import load_resolved
+    from skillgpt.models.build import build_model
+
+    run = run_import("llava", FIXTURE / "lora", tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    cfg = load_resolved(run / "checkpoint-0" / "config.yaml")
+    cfg.train.init_from = str(run)
+    cfg = record_lineage(cfg, tmp_path / "stage")
+    model, _ = build_model(cfg)
+    imported = SkillAssistant(run, device="cpu")
+    ids = torch.tensor([[1, 268, 273, 286, 281]])
+    with torch.no_grad():
+        assert (model.causal_lm(ids).logits - imported.model.causal_lm(ids).logits).abs().max() <= 1e-5
+    for k, v in imported.model.projector.state_dict().items():
+        assert torch.equal(model.projector.state_dict()[k], v)
