@@ -103,6 +103,7 @@ def _cache_features(args: argparse.Namespace) -> None:
     from skillgpt.config import load_config
     from skillgpt.data.cached_features import fill_cache
     from skillgpt.data.dataset import SkillDataset
+    from skillgpt.data.templates import llm_template
     from skillgpt.models.build import build_model
 
     cfg = load_config(args.config, args.overrides)
@@ -113,7 +114,7 @@ def _cache_features(args: argparse.Namespace) -> None:
     for split in args.splits.split(","):
         path = getattr(cfg.data, split, None)
         if path:
-            ds = SkillDataset(path, cfg.data, tokenizer, cfg.model.llm.template, model.placeholder_tokens(),
+            ds = SkillDataset(path, cfg.data, tokenizer, llm_template(cfg.model.llm), model.placeholder_tokens(),
                               cfg.model.llm.max_length)
             items += ds.media_items()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     from skillgpt.checkpoint.export import add_export_command  # export
     add_export_command(sub)
+    from skillgpt.checkpoint.importers import add_import_command  # import-weights
+    add_import_command(sub)
     return parser
 
 

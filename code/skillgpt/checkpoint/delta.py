@@ -19,7 +19,8 @@ from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
-from skillgpt.config import Config, config_diff, load_resolved, save_config
+from skillgpt.config import Config, LoraConfig, config_diff, load_resolved, save_config
+from skillgpt.models.llm import check_adapter_settings
 from skillgpt.models.skill_model import SkillGPT
 
 COMPLETE = "COMPLETE"
@@ -81,9 +82,14 @@ def _load_full_llm(model: SkillGPT, folder: Path) -> None:
     model.base_llm_path = str(folder)
 
 
-def _load_adapter(model: SkillGPT, folder: Path) -> None:
+def _load_adapter(model: SkillGPT, folder: Path, ckpt_cfg: Config) -> None:
+    check_adapter_settings(folder, ckpt_cfg.model.llm.lora, str(folder.parent / "config.yaml"))
     weights = load_file(str(folder / "adapter_model.safetensors"))
     if isinstance(model.llm, PeftModel):
+        built = model.llm.peft_config["default"]
+        built_lora = LoraConfig(r=built.r, alpha=built.lora_alpha, dropout=built.lora_dropout,
+                                target_modules=sorted(built.target_modules))
+        check_adapter_settings(folder, built_lora, "the model being built")
         result = set_peft_model_state_dict(model.llm, weights)
         if result.unexpected_keys:
             raise ValueError(f"{folder}: adapter keys not in the model: {result.unexpected_keys[:5]}")
@@ -122,5 +128,5 @@ def load_trained_parts(model: SkillGPT, ckpt: Path, cfg: Config | None = None) -
         except RuntimeError as err:
             raise ValueError(f"{ckpt / 'projector.safetensors'}: does not fit model.projector: {err}") from err
     if (ckpt / "adapter").is_dir():
-        _load_adapter(model, ckpt / "adapter")
+        _load_adapter(model, ckpt / "adapter", ckpt_cfg)
     return ckpt_cfg

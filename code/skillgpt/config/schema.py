@@ -130,6 +130,8 @@ class LLMConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto (FlashAttention 2 where it can run, else SDPA) | sdpa | eager | ...
     template: str = "vicuna_v0"  # conversation template name (skillgpt.data.templates)
+    # system prompt for conversations without a system turn; null: the template's own ("" = none)
+    system_prompt: Optional[str] = None
     max_length: int = 512  # tokens per sample including visual tokens
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Low-resource mode: null (as stored) | 8bit | 4bit (NF4, QLoRA-style). Needs a CUDA GPU and bitsandbytes.

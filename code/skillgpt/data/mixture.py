@@ -28,6 +28,7 @@ from torch.utils.data import ConcatDataset
 
 from skillgpt.config.schema import Config
 from skillgpt.data.dataset import SkillDataset
+from skillgpt.data.templates import llm_template
 
 
 @dataclass
@@ -118,7 +119,7 @@ class MixtureDataset(ConcatDataset):
 def build_train_dataset(cfg: Config, tokenizer: Any, placeholder_tokens: dict[str, int]) -> SkillDataset | MixtureDataset:
     """`data.train`, or the `data.mixture` of catalog datasets when one is given."""
     make = lambda path, data_cfg: SkillDataset(  # noqa: E731
-        path, data_cfg, tokenizer, cfg.model.llm.template, placeholder_tokens, cfg.model.llm.max_length,
+        path, data_cfg, tokenizer, llm_template(cfg.model.llm), placeholder_tokens, cfg.model.llm.max_length,
         labels=list(cfg.eval.labels))
     if not cfg.data.mixture:
         if not cfg.data.train:

@@ -138,6 +138,12 @@ class ConversationTemplate(ABC):
         """Strings that end a generated question."""
         return []
 
+    def piece_starts(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
+                     add_generation_prompt: bool) -> list[int]:
+        """Character offsets where tokenization restarts (besides placeholders): the original tokenized
+        the pieces of its prompt separately. Default: one piece."""
+        return []
+
 
 @dataclass
 class SeparatorTemplate(ConversationTemplate):
@@ -280,6 +286,135 @@ class ChatTemplate(ConversationTemplate):
         return stops
 
 
+def _media_first(content: str) -> tuple[str, str]:
+    """(the turn's placeholders joined, the turn's text without them and the whitespace after each)."""
+    media = "".join(m.group() for m in _PLACEHOLDER_RE.finditer(content))
+    return media, re.sub(f"(?:{_PLACEHOLDER_RE.pattern})[ \\t]*\\n?", "", content)
+
+
+@dataclass
+class PieceTemplate(ConversationTemplate):
+    """Systems that tokenize each piece of a prompt separately and wrap the media of the first human turn
+    in ``<Img>...</Img>`` (PandaGPT, MiniGPT-4, MiniGPT-v2). Two layouts, each as the original has it:
+
+    - training (``add_generation_prompt=False``): ``media_open`` + media + ``media_close`` + question +
+      ``assistant``, then per reply the supervised ``reply + answer_end``, then ``later_user`` + question
+      + ``assistant``; every piece (and the text between placeholders) is tokenized on its own, so a
+      SentencePiece tokenizer puts its word-start marker at the start of each piece, as the original does.
+    - generation: the original demo's one string ``system + system_sep + gen_user_first + media_open...``
+      with the history in ``gen_*`` separators, split only at placeholders.
+    ``{bos}`` is the tokenizer's BOS string (tokenized as the special token). A system turn (or
+    model.llm.system_prompt) replaces ``system`` in generation and is put first, with ``system_sep``, in
+    training (where the originals have none)."""
+
+    name: str
+    media_open: str
+    media_close: str
+    text_user: str  # a first human turn without media
+    later_user: str
+    assistant: str
+    answer_end: str
+    gen_user_first: str
+    gen_user: str
+    gen_assistant: str
+    gen_reply: str  # the assistant prefix of a past reply in generation (``gen_assistant`` + what precedes it)
+    gen_answer_end: str
+    system: str = ""
+    system_sep: str = ""
+    stops: tuple[str, ...] = ()
+    add_bos: bool = True
+
+    def _fill(self, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+        return text.replace("{bos}", str(tokenizer.bos_token or "")).replace("{eos}", _eos(tokenizer, self.name)) \
+            if "{" in text else text
+
+    def pieces(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
+               add_generation_prompt: bool) -> list[tuple[str, bool]]:
+        """(text, supervised) pieces, each tokenized on its own."""
+        system, turns = _split_system(messages, None)  # type: ignore[arg-type]
+        f = lambda s: self._fill(s, tokenizer)  # noqa: E731
+        if add_generation_prompt:
+            return self._generation(system if system is not None else self.system, turns, f)
+        out: list[tuple[str, bool]] = [(system + f(self.system_sep), False)] if system else []
+        for i, msg in enumerate(turns):
+            if msg["role"] == "assistant":
+                out.append((msg["content"] + f(self.answer_end), True))
+                continue
+            media, question = _media_first(msg["content"]) if i == 0 else ("", msg["content"])
+            if i == 0 and media:
+                out += [(f(self.media_open), False), (media, False),
+                        (f(self.media_close) + question + f(self.assistant), False)]
+            else:
+                out.append((f(self.text_user if i == 0 else self.later_user) + question + f(self.assistant), False))
+        return out
+
+    def _generation(self, system: str, turns: list[Message], f) -> list[tuple[str, bool]]:
+        text = system + f(self.system_sep) if system else ""
+        for i, msg in enumerate(turns):
+            if msg["role"] == "assistant":
+                text += f(self.gen_reply) + msg["content"] + f(self.gen_answer_end)
+                continue
+            media, question = _media_first(msg["content"]) if i == 0 else ("", msg["content"])
+            wrapped = f"<Img>{media}</Img> " if media else ""
+            text += f(self.gen_user_first if i == 0 else self.gen_user) + wrapped + question
+        return [(text + f(self.gen_assistant), False)]
+
+    def render_messages(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
+                        add_generation_prompt: bool) -> tuple[str, list[Span]]:
+        out = _Builder()
+        for text, supervised in self.pieces(messages, tokenizer, add_generation_prompt):
+            out.add(text, supervised)
+        return out.result()
+
+    def piece_starts(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
+                     add_generation_prompt: bool) -> list[int]:
+        starts, pos = [], 0
+        for text, _ in self.pieces(messages, tokenizer, add_generation_prompt):
+            starts.append(pos)
+            pos += len(text)
+        return starts
+
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return [self._fill(s, tokenizer) for s in self.stops]
+
+
+@dataclass
+class WithSystem(ConversationTemplate):
+    """`inner` with `system` as the system prompt of conversations that have no system turn
+    (model.llm.system_prompt, ``--system``; "" removes the template's default system prompt)."""
+
+    inner: ConversationTemplate
+    system: str
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def add_bos(self) -> bool:  # type: ignore[override]
+        return self.inner.add_bos
+
+    def _with(self, messages: list[Message]) -> list[Message]:
+        return messages if messages[0]["role"] == "system" else [{"role": "system", "content": self.system}, *messages]
+
+    def render_messages(self, messages, tokenizer, add_generation_prompt):  # type: ignore[no-untyped-def]
+        if isinstance(self.inner, ChatTemplate) and not self.system:
+            return self.inner.render_messages(messages, tokenizer, add_generation_prompt)
+        return self.inner.render_messages(self._with(messages), tokenizer, add_generation_prompt)
+
+    def render_question_prompt(self, messages, tokenizer):  # type: ignore[no-untyped-def]
+        return self.inner.render_question_prompt(self._with(messages), tokenizer)
+
+    def piece_starts(self, messages, tokenizer, add_generation_prompt):  # type: ignore[no-untyped-def]
+        return self.inner.piece_starts(self._with(messages), tokenizer, add_generation_prompt)
+
+    def stop_strings(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return self.inner.stop_strings(tokenizer)
+
+    def question_stops(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return self.inner.question_stops(tokenizer)
+
+
 _REGISTRY: dict[str, ConversationTemplate] = {}
 
 
@@ -317,6 +452,41 @@ register_template(
 register_template(replace(_REGISTRY["vicuna_v1"], name="vicuna_v1_sq", supervise_questions=True))
 register_template(Llama2Template())
 register_template(ChatTemplate())
+# PandaGPT (openllama.py build_one_instance / prompt_wrap; web_demo.py for generation): no system prompt.
+register_template(PieceTemplate(
+    name="pandagpt", media_open="### Human: <Img>", media_close="</Img> ", text_user="### Human: ",
+    later_user="Human: ", assistant="\n### Assistant:", answer_end="\n###",
+    gen_user_first="### Human: ", gen_user=" Human: ", gen_assistant="\n### Assistant:",
+    gen_reply="\n### Assistant: ", gen_answer_end="\n###", system_sep="\n", stops=("###",)))
+MINIGPT4_SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
+                   "provide it to you. Please answer my questions.")
+# MiniGPT-4 (Vicuna v0): training '###Human: {} ###Assistant: ' + answer + '###' (minigpt_base.py), later
+# turns '<s>' + that; generation: CONV_VISION_Vicuna0 of conversation.py.
+register_template(PieceTemplate(
+    name="minigpt4", media_open="###Human: <Img>", media_close="</Img> ", text_user="###Human: ",
+    later_user="{bos}###Human: ", assistant=" ###Assistant: ", answer_end="###",
+    gen_user_first="Human: ", gen_user="Human: ", gen_assistant="###Assistant: ", gen_reply="###Assistant: ",
+    gen_answer_end="###", system=MINIGPT4_SYSTEM, system_sep="###", stops=("###", "{eos}")))
+# MiniGPT-4 (Llama-2): '[INST] {} [/INST] ' + answer + '</s>'; generation: CONV_VISION_LLama2.
+register_template(PieceTemplate(
+    name="minigpt4_llama2", media_open="[INST] <Img>", media_close="</Img> ", text_user="[INST] ",
+    later_user="{bos}[INST] ", assistant=" [/INST] ", answer_end="{eos}",
+    gen_user_first="{bos}[INST] ", gen_user="{bos}[INST] ", gen_assistant=" [/INST] ", gen_reply=" [/INST] ",
+    gen_answer_end="", system=MINIGPT4_SYSTEM, stops=("{eos}", "[INST]")))
+# MiniGPT-v2 (chat_template: '[INST] {} [/INST]' + answer + '</s>'); generation: demo_v2.py's CONV_VISION,
+# whose '<s>' after the tokenizer's BOS the original also feeds.
+register_template(PieceTemplate(
+    name="minigpt_v2", media_open="[INST] <Img>", media_close="</Img> ", text_user="[INST] ",
+    later_user="{bos}[INST] ", assistant=" [/INST]", answer_end="{eos}",
+    gen_user_first="{bos}[INST] ", gen_user="{bos}[INST] ", gen_assistant=" [/INST]", gen_reply=" [/INST]",
+    gen_answer_end="", stops=("{eos}", "[INST]")))
+
+
+def llm_template(llm_cfg: Any) -> ConversationTemplate:
+    """The template a model config names (model.llm.template), with model.llm.system_prompt when set."""
+    template = get_template(llm_cfg.template)
+    system = getattr(llm_cfg, "system_prompt", None)
+    return template if system is None else WithSystem(template, system)
 
 
 def template_names() -> list[str]:
@@ -420,14 +590,22 @@ def tokenize_conversation(
             input_ids.append(int(tid))
             labels.append(int(tid) if _supervised(text, start + a, start + b, spans) else IGNORE_INDEX)
 
+    starts = [] if question_prompt else tpl.piece_starts(msgs, tokenizer, add_generation_prompt)
+    cuts = sorted({*starts, len(text)} - {0})
+
+    def encode_pieces(start: int, end: int) -> None:
+        for cut in [c for c in cuts if start < c < end] + [end]:
+            encode(start, cut)
+            start = cut
+
     pos = 0
     for m in matches:
-        encode(pos, m.start())
+        encode_pieces(pos, m.start())
         n = visual_tokens[m.group()]
         input_ids.extend([PLACEHOLDERS[m.group()]] * n)
         labels.extend([IGNORE_INDEX] * n)
         pos = m.end()
-    encode(pos, len(text))
+    encode_pieces(pos, len(text))
 
     if len(input_ids) > max_length:
         raise ValueError(

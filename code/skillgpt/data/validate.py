@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from skillgpt.config.schema import Config, DataConfig
 from skillgpt.data.checks import Problem, check_sample, eval_task_problems, structure_problems, tokenize_sample
+from skillgpt.data.templates import llm_template
 from skillgpt.hashing import file_sha256
 
 # The data pipeline (torch, transformers) is imported inside the functions that need it, so a run
@@ -331,7 +332,7 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
         report.warnings += warnings
         if c.turns is None:
             continue
-        tok, problem = tokenize_sample(c, data_cfg.format, file, tokenizer, cfg.model.llm.template, tokens,
+        tok, problem = tokenize_sample(c, data_cfg.format, file, tokenizer, llm_template(cfg.model.llm), tokens,
                                        cfg.model.llm.max_length)
         if tok is not None:
             report.max_tokens = max(report.max_tokens, len(tok["input_ids"]))

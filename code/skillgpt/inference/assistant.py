@@ -17,7 +17,7 @@ from skillgpt.checkpoint.lineage import checkpoint_config
 from skillgpt.config import Config
 from skillgpt.data.media import Payload, load_media, missing_files, sample_media
 from skillgpt.data.prompt import expand_view_placeholders, place_placeholders
-from skillgpt.data.templates import get_template, tokenize_conversation, trim_reply
+from skillgpt.data.templates import llm_template, tokenize_conversation, trim_reply
 from skillgpt.data.video import MediaError
 from skillgpt.inference import generation, scoring
 from skillgpt.models.build import build_model
@@ -36,7 +36,7 @@ class SkillAssistant:
         self.model, self.tokenizer = build_model(self.cfg)
         load_trained_parts(self.model, self.ckpt)
         self.model.to(self.device).eval()
-        self.template = get_template(self.cfg.model.llm.template)
+        self.template = llm_template(self.cfg.model.llm)
         self.placeholder_tokens = self.model.placeholder_tokens()
 
     # ---- inputs ------------------------------------------------------------------------------

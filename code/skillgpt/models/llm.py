@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -121,3 +123,37 @@ def add_lora(llm: PreTrainedModel, cfg: LoraConfig) -> PreTrainedModel:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(llm, peft_cfg)
+
+
+# adapter_config.json field -> model.llm.lora field
+ADAPTER_FIELDS = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules"}
+
+
+def adapter_settings(folder: str | Path) -> dict[str, Any]:
+    """The LoRA settings an adapter folder was saved with (its adapter_config.json), as model.llm.lora fields."""
+    path = Path(folder) / "adapter_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable adapter config ({err})") from err
+    missing = [k for k in ADAPTER_FIELDS if k not in saved]
+    if missing:
+        raise ValueError(f"{path}: missing {missing} (not a LoRA adapter saved by peft)")
+    out = {field: saved[key] for key, field in ADAPTER_FIELDS.items()}
+    targets = out["target_modules"]
+    out["target_modules"] = sorted([targets] if isinstance(targets, str) else targets)
+    return out
+
+
+def check_adapter_settings(folder: str | Path, lora: LoraConfig, source: str) -> None:
+    """Raise naming both values for every LoRA setting in which the adapter's adapter_config.json and
+    `lora` (model.llm.lora of `source`) disagree: the adapter's own file decides how it was trained."""
+    saved = adapter_settings(folder)
+    ours = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": sorted(lora.target_modules)}
+    differ = [f"{key} {saved[field]!r} in adapter_config.json, model.llm.lora.{field} {ours[field]!r} in {source}"
+              for key, field in ADAPTER_FIELDS.items()
+              if (saved[field] != ours[field] if field == "target_modules" else float(saved[field]) != float(ours[field]))]
+    if differ:
+        raise ValueError(f"{Path(folder) / 'adapter_config.json'}: the adapter's LoRA settings disagree with the "
+                         f"config: {'; '.join(differ)}. Set model.llm.lora to the adapter's values")
+

@@ -36,3 +36,27 @@ def run_import(system: str, src: str | Path, out: str | Path, base_llm: str | Pa
     if not src_path.exists():
         raise FileNotFoundError(f"{src_path}: not found (the {system} checkpoint to import)")
     return importer(system)(src_path, Path(out), Path(base_llm) if base_llm else None, **options)
+
+
+def _import_weights(args: Any) -> None:
+    from skillgpt.config import parse_overrides
+
+    settings = dict(parse_overrides(args.set))
+    options: dict[str, Any] = {"settings": settings}
+    if args.encoder:
+        options["encoder"] = str(Path(args.encoder).absolute())
+    run = run_import(args.system, args.src, args.out, args.base_llm, **options)
+    print(f"imported {args.system} {args.src} -> {run} (use it as --ckpt {run} or train.init_from={run})")
+
+
+def add_import_command(sub: Any) -> None:
+    """`skillgpt import-weights --from SYSTEM SRC [--base-llm DIR] [--encoder PATH] [--set K=V] --out RUN`."""
+    p = sub.add_parser("import-weights", help="turn another system's released weights into a SkillGPT checkpoint")
+    p.add_argument("--from", dest="system", required=True, choices=sorted(IMPORTERS), help="the system SRC comes from")
+    p.add_argument("src", help="its checkpoint file or folder (e.g. PandaGPT's pytorch_model.pt)")
+    p.add_argument("--base-llm", default=None, metavar="DIR", help="the base LLM folder (Hugging Face format) it was trained on")
+    p.add_argument("--encoder", default=None, metavar="PATH", help="the encoder weights it uses (e.g. imagebind_huge.pth)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a setting of the written config.yaml, e.g. model.llm.dtype=bfloat16")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write (RUN/checkpoint-0)")
+    p.set_defaults(func=_import_weights)

@@ -61,12 +61,14 @@ def check_keys(path: Path, found: Iterable[str], expected: Iterable[str], option
         raise ValueError(f"{path}: does not have the expected layout: {'; '.join(parts)}")
 
 
-def make_config(settings: Mapping[str, Any], out: Path) -> Config:
-    """A resolved Config: the schema defaults, then `settings` (a nested dict as in a YAML file; dotted
-    keys allowed), with data.train unset and train.output_dir = `out`."""
+def make_config(settings: Mapping[str, Any], out: Path, *more: Mapping[str, Any]) -> Config:
+    """A resolved Config: the schema defaults, then `settings` and each of `more` in turn (nested dicts as
+    in a YAML file; dotted keys allowed; later layers merge into earlier ones), with data.train unset and
+    train.output_dir = `out`."""
     tree = OmegaConf.create({"data": {"train": None}, "train": {"output_dir": str(Path(out).absolute())}})
-    for key, value in settings.items():
-        OmegaConf.update(tree, key, value, merge=True, force_add=True)
+    for layer in (settings, *more):
+        for key, value in layer.items():
+            OmegaConf.update(tree, key, value, merge=True, force_add=True)
     tmp = Path(out) / ".import-config.yaml"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(OmegaConf.to_yaml(tree))
