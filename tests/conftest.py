@@ -57,11 +57,16 @@ class TrainedRun:
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_workspace: TinyWorkspace) -> TrainedRun:
-    """Stage 1 then stage 2 of the tiny preset through the real CLI (a few optimizer steps each)."""
+    """Stage 1 then stage 2 of the tiny preset through the real CLI (a few optimizer steps each); stage 2
+    also reports to an offline W&B run and validates after every step (tests/train/test_reporting.py)."""
     from skillgpt.cli import main
 
-    for stage in (1, 2):
-        args = ["train", str(REPO / "config" / f"stage_{stage}.yaml"), *tiny_workspace.overrides(stage, "e2e")]
-        assert main(args) == 0
+    watch = ["train.report_to=[tensorboard,wandb]", "train.eval_every=1"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "offline")
+        for stage in (1, 2):
+            args = ["train", str(REPO / "config" / f"stage_{stage}.yaml"),
+                    *tiny_workspace.overrides(stage, "e2e", *(watch if stage == 2 else []))]
+            assert main(args) == 0
     run = tiny_workspace.root / "e2e"
     return TrainedRun(tiny_workspace, run / "stage_1", run / "stage_2")

@@ -48,11 +48,15 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
     "data.video.num_crops": (1, 3),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
 }
+# Allowed items of list fields (each at most once).
+LIST_CHOICES: dict[str, tuple[str, ...]] = {
+    "train.report_to": ("tensorboard", "wandb"),  # skillgpt.train.reporting.BACKENDS
+}
 # Inclusive lower bounds of numeric fields.
 MINIMUMS: dict[str, int] = {
     "model.encoder.pool": 1, "model.context.encoder.pool": 1, "model.projector.pool": 1,
     "model.context.projector.pool": 1, "model.context.frames": 1, "data.video.num_clips": 1,
-    "data.video.frames_per_clip": 1, "data.audio.num_clips": 1,
+    "data.video.frames_per_clip": 1, "data.audio.num_clips": 1, "train.eval_every": 0,
 }
 
 # Keys whose other values the schema admits but this version refuses: key -> (the supported value, why).
@@ -333,6 +337,15 @@ def _choice_problems(values: dict[str, Any], source_of: Callable[[str], str]) ->
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             why = f"expected one of {', '.join(map(str, allowed))}" + (f" (did you mean {close[0]}?)" if close else "")
         problems.append(f"{source_of(key)}: {key}: invalid value {value!r}; {why}")
+    for key, allowed in LIST_CHOICES.items():
+        items = values.get(key)
+        if not isinstance(items, list):
+            continue
+        bad = [item for item in items if item not in allowed]
+        if bad or len(set(items)) != len(items):
+            why = f"unknown {bad[0]!r}" if bad else "an item given twice"
+            problems.append(f"{source_of(key)}: {key}: {why} in {items!r}; expected a list of "
+                            f"{', '.join(allowed)} ([] for none)")
     for key, low in MINIMUMS.items():
         value = values.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
@@ -380,7 +393,7 @@ def _finalize(cfg: DictConfig, sources: _Sources, where: str) -> Config:
     except OmegaConfBaseException as err:
         raise ConfigError(_omega_problem(err, sources.of(getattr(err, "full_key", None)))) from None
     assert isinstance(obj, Config)
-    values = {key: _get(obj, key) for key in [*CHOICES, *MINIMUMS, *ONLY_SUPPORTED]}
+    values = {key: _get(obj, key) for key in [*CHOICES, *LIST_CHOICES, *MINIMUMS, *ONLY_SUPPORTED]}
     _raise(_choice_problems(values, sources.of))
     _resolve_processor(obj)
     return obj

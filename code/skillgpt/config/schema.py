@@ -231,6 +231,12 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~30% more compute
     compile: bool = False  # torch.compile each LLM decoder layer and the encoders (first steps pay the compile)
     compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager / eager for debugging)
+    # Where metrics go besides metrics.jsonl: tensorboard (<run>/tensorboard) | wandb (<run>/wandb, offline
+    # unless WANDB_MODE says otherwise); [] = metrics.jsonl (and loss.png) only. skillgpt.train.reporting
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # optimizer steps between validations on data.val (loss, and label top-1 for proficiency data), also
+    # at the last step; 0 = none (train.keep_best still validates at each save)
+    eval_every: int = 0
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """One training stage with DeepSpeed: `train` = `setup` (process group, run folder, model, data, engine,
 resume state), then `run_steps` (epochs of `one_step`, `save` on schedule). Bookkeeping collectives go
-through skillgpt.distributed, so they work on NCCL (CUDA tensors only) as on gloo."""
+through skillgpt.distributed, so they work on NCCL (CUDA tensors only) as on gloo. Validation lives in
+train.validation, TensorBoard / W&B / loss.png in train.reporting (rank 0 only)."""
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from skillgpt.checkpoint.resume import (TrainerState, check_resume, latest_valid
                                        save_checkpoint, truncate_log)
 from skillgpt.config import Config, save_config
 from skillgpt.data.cached_features import open_features
-from skillgpt.data.dataset import SkillDataset, collate
+from skillgpt.data.dataset import collate
 from skillgpt.data.media import media_to
 from skillgpt.data.mixture import MixtureDataset, build_train_dataset
 from skillgpt.distributed import agree, all_reduce_sum, init_distributed, raise_if_any, run_on_rank0
@@ -34,7 +35,9 @@ from skillgpt.models.compile import compile_blocks
 from skillgpt.models.skill_model import IGNORE_INDEX, SkillGPT
 from skillgpt.train.ds_config import derive_grad_accum, make_deepspeed_config, make_optimizer
 from skillgpt.train.order import epoch_order, rank_share
+from skillgpt.train.reporting import Reporter, SilentReporter, make_reporter
 from skillgpt.train.schedule import warmup_cosine
+from skillgpt.train.validation import Validator, check_validation_config, eval_due
 
 
 def seed_everything(seed: int) -> None:
@@ -74,19 +77,6 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-@torch.no_grad()
-def validation_loss(engine, loader: DataLoader, device: torch.device) -> float:
-    """Mean loss over the validation loader (eval mode; the training mode is restored)."""
-    engine.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device),
-                      media_to(batch["media"], device))
-        total, count = total + loss.item() * len(batch["ids"]), count + len(batch["ids"])
-    engine.train()
-    return total / max(count, 1)
 
 
 def out_of_memory_advice(cfg: Config, batch: dict) -> str:
@@ -172,7 +162,9 @@ class Run:
     state: TrainerState
     steps_per_epoch: int
     total_steps: int
-    val_loader: DataLoader | None
+    validator: Validator | None  # data.val with train.eval_every or train.keep_best
+    reporter: Reporter  # rank 0: train.report_to and loss.png; other ranks: silent
+    validated: tuple[int, dict] | None = None  # (step, metrics) of the latest validation
 
     @property
     def global_batch(self) -> int:
@@ -260,21 +252,10 @@ def restore_state(engine, model: SkillGPT, previous: Path | None, cfg: Config, w
     return state
 
 
-def val_loader_for(cfg: Config, model: SkillGPT, tokenizer) -> DataLoader | None:
-    """The validation loader for train.keep_best (None without it)."""
-    tc = cfg.train
-    if not tc.keep_best:
-        return None
-    if tc.keep_best != "val_loss" or not cfg.data.val:
-        raise ValueError(f"train.keep_best: only 'val_loss' is supported and it needs data.val (got {tc.keep_best!r})")
-    val_set = SkillDataset(cfg.data.val, cfg.data, tokenizer, cfg.model.llm.template, model.placeholder_tokens(),
-                           cfg.model.llm.max_length)
-    return DataLoader(val_set, batch_size=tc.micro_batch_size, collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
-
-
 def setup(cfg: Config) -> Run:
-    """Process group, run folder, model, data, engine and the state to start from."""
+    """Process group, run folder, model, data, engine, the state to start from, validation and reports."""
     rank, world = init_distributed()
+    check_validation_config(cfg)
     cfg.train.grad_accum = derive_grad_accum(cfg.train, world)
     seed_everything(cfg.train.seed)
     cfg = record_lineage(cfg, cfg.train.output_dir)  # the parent checkpoint, once; paths that work from anywhere
@@ -286,24 +267,41 @@ def setup(cfg: Config) -> Run:
         load_trained_parts(model, previous, cfg)
     engine, scheduler = build_engine(cfg, model, total_steps, world, rank)
     state = restore_state(engine, model, previous, cfg, world, rank, run_dir, total_steps)
+    wanted = cfg.train.keep_best or (cfg.train.eval_every > 0 and cfg.data.val)
+    validator = Validator(cfg, model, tokenizer, engine) if wanted else None
+    reporter = run_on_rank0("starting train.report_to", lambda: make_reporter(cfg, run_dir, state.global_step))
     return Run(cfg, rank, world, run_dir, previous, model, tokenizer, dataset, engine, scheduler, state,
-               steps_per_epoch, total_steps, val_loader_for(cfg, model, tokenizer))
+               steps_per_epoch, total_steps, validator, reporter or SilentReporter())
 
 
 # ---- steps, epochs, saving --------------------------------------------------------------------------
+def validate(run: Run, loss_only: bool = False) -> dict:
+    """Validation metrics on data.val (every rank runs it; a failure on any rank raises on every rank)."""
+    metrics, failure, step = {}, None, run.state.global_step
+    try:
+        metrics = {"val_loss": run.validator.loss()} if loss_only else run.validator.run()
+    except Exception as err:  # reported to every rank below
+        failure = err
+    raise_if_any(failure, f"validation at step {step}")
+    run.validated = (step, metrics)
+    if run.rank == 0:
+        top1 = (f", val top-1 {100 * metrics['val_top1']:.1f}% ({metrics['val_n']} samples)"
+                if metrics.get("val_top1") is not None else "")
+        tqdm.write(f"[skillgpt] step {step}/{run.total_steps}: val_loss {metrics['val_loss']:.4f}{top1}",
+                   file=sys.stderr)
+    return metrics
+
+
 def save(run: Run) -> None:
-    """Validation loss (train.keep_best), then a checkpoint. Collective: a failure on any rank raises
-    on every rank."""
-    metrics, failure = None, None
-    if run.val_loader is not None:
-        try:
-            metrics = {"val_loss": validation_loss(run.engine, run.val_loader, run.engine.device)}
-        except Exception as err:  # reported to every rank below
-            failure = err
-        raise_if_any(failure, f"validation at step {run.state.global_step}")
-        if run.rank == 0:
-            print(f"[skillgpt] step {run.state.global_step}: val_loss {metrics['val_loss']:.4f}")
+    """A checkpoint (with this step's validation metrics in its metrics.json; train.keep_best validates
+    the loss if this step has not been validated), then loss.png. Collective: a failure on any rank
+    raises on every rank."""
+    done = run.validated is not None and run.validated[0] == run.state.global_step
+    metrics = run.validated[1] if done else None
+    if metrics is None and run.cfg.train.keep_best:
+        metrics = validate(run, loss_only=True)
     save_checkpoint(run.engine, run.model, run.cfg, run.tokenizer, run.state, run.run_dir, metrics)
+    run.reporter.plot()
 
 
 def epoch_batches(run: Run) -> Iterator[dict]:
@@ -322,23 +320,31 @@ def epoch_batches(run: Run) -> Iterator[dict]:
 
 
 def one_step(run: Run, batches: Iterator[dict], bad_in_a_row: int, bar: tqdm) -> int:
-    """One optimizer step: train, advance the counters, log. Returns the non-finite steps in a row."""
+    """One optimizer step: train, advance the counters, validate when train.eval_every asks, log
+    (metrics.jsonl, train.report_to). Returns the non-finite steps in a row."""
     tc, state = run.cfg.train, run.state
     tic = time.time()
     micro_batches = [next(batches) for _ in range(tc.grad_accum)]
     lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
     loss, skipped = train_step(run.engine, micro_batches, run.engine.device, run.world, run.rank, state.global_step, run.cfg)
     state.global_step, state.step_in_epoch = state.global_step + 1, state.step_in_epoch + 1
-    record = {"step": state.global_step, "epoch": state.epoch, "loss": loss, "lr": lr,
-              "seconds": round(time.time() - tic, 3)}
+    seconds = time.time() - tic
+    record = {"step": state.global_step, "epoch": state.epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 3),
+              "samples_per_s": round(run.global_batch / max(seconds, 1e-9), 3)}
     bad_in_a_row = bad_in_a_row + 1 if skipped else 0
     if skipped:  # the batch is used up, the weights, optimizer state and LR schedule stay
         record["skipped"] = skipped
         _event(run.run_dir, run.rank, {"step": state.global_step, "epoch": state.epoch, "event": skipped,
                                        "batch": [i for b in micro_batches for i in b["ids"]], "in_a_row": bad_in_a_row})
+    if eval_due(run.cfg, state.global_step, run.total_steps):
+        record.update(validate(run))
     if run.rank == 0:
         _log(run.run_dir, record)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        run.reporter.log(record)
+        shown = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"}
+        if run.validated is not None and run.validated[1].get("val_top1") is not None:
+            shown["val_top1"] = f"{100 * run.validated[1]['val_top1']:.0f}%"
+        bar.set_postfix(shown)
         bar.update(1)
     if bad_in_a_row >= tc.max_nonfinite:
         save(run)
@@ -378,8 +384,11 @@ def run_steps(run: Run, stop: StopRequest) -> bool:
 def train(cfg: Config) -> Path:
     """Run (or resume) the stage described by `cfg`; returns the newest checkpoint folder."""
     run = setup(cfg)
-    with StopRequest() as stop:  # SIGTERM/SIGINT: finish the step, save, exit
-        stopped = run_steps(run, stop)
+    try:
+        with StopRequest() as stop:  # SIGTERM/SIGINT: finish the step, save, exit
+            stopped = run_steps(run, stop)
+    finally:
+        run.reporter.close()
     if stopped and run.rank == 0:
         name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal on another rank"
         print(f"[skillgpt] stopped by {name} at step {run.state.global_step}/{run.total_steps}; checkpoint saved. "
