@@ -232,15 +232,16 @@ class _Tools:
         return self._tokenizer
 
 
-def _decode(kind: str, path: Path, data_cfg: DataConfig) -> Optional[str]:
-    """None if the file decodes, else the reason."""
+def _decode(kind: str, path: Path, data_cfg: DataConfig,
+            segment: Optional[tuple[float, float]] = None) -> Optional[str]:
+    """None if the file decodes (a video inside its ``segment``, as training samples it), else the reason."""
     from skillgpt.data.media import MediaItem, load_media
 
     try:
         if kind == "video":
             from skillgpt.data.video import load_video
 
-            load_video(path, data_cfg.video)
+            load_video(path, data_cfg.video, segment=segment)
         else:
             load_media(MediaItem(kind, (path,)), data_cfg)
     except Exception as err:  # decoders raise many types; any failure here is a bad file
@@ -309,7 +310,8 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
     media = {(kind, p) for c in checked for _, kind, p in c.refs}
     report.samples, report.media_files = len(records), len(media)
     seen_ids: dict[str, int] = {}
-    users: dict[tuple[str, Path], list[tuple[str, str]]] = {}  # media file -> (sample, field) using it
+    # (kind, media file, video segment) -> (sample, field) using it
+    users: dict[tuple[str, Path, Optional[tuple[float, float]]], list[tuple[str, str]]] = {}
     task = cfg.eval.task if name == cfg.eval.split else None
     tokenizer = tokens = None
     if any(c.turns is not None for c in checked):  # built outside the loop: a build error is not a sample's
@@ -322,8 +324,9 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
         seen_ids.setdefault(c.sid, i)
         if not isinstance(rec, dict):
             continue
-        for fld, kind, p in c.refs:
-            users.setdefault((kind, p), []).append((c.sid, fld))
+        for fld, it in c.media:
+            for p in it.paths:
+                users.setdefault((it.kind, p, it.segment), []).append((c.sid, fld))
         for counted, counts in (("label", report.labels), ("scenario", report.scenarios)):
             if isinstance(rec.get(counted), str):
                 counts[rec[counted]] = counts.get(rec[counted], 0) + 1
@@ -341,11 +344,11 @@ def _validate_split(name: str, path: Path, cfg: Config, data_cfg: DataConfig, to
             if tok is not None:  # tokenized, yet refused: too long
                 report.over_length += 1
 
-    def check(kind_path: tuple[str, Path]) -> Optional[str]:
-        kind, p = kind_path
+    def check(use: tuple[str, Path, Optional[tuple[float, float]]]) -> Optional[str]:
+        kind, p, segment = use
         if not p.is_file():
             return f"media file not found: {p}"
-        return _decode(kind, p, data_cfg) if decode else None
+        return _decode(kind, p, data_cfg, segment) if decode else None
 
     todo = list(users)
     bar = tqdm(total=len(todo), desc=f"decode {name}" if decode else f"find {name}", unit="file",
