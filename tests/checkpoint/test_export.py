@@ -60,6 +60,9 @@ def test_llava_export_loads_in_transformers_with_skillgpts_logits(run, ours, tmp
     enc = processor(text=text, images=Image.new("RGB", (64, 64)), return_tensors="pt")
     assert enc["pixel_values"].shape[-2:] == (56, 56)
     after = max(i for i, t in enumerate(ids) if t < 0) + 1
+    # its chat template (for chat APIs) renders the conversation as SkillGPT's vicuna_v1 does
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the person doing?"}]}]
+    assert processor.apply_chat_template(chat, add_generation_prompt=True) == text
     assert processor.tokenizer.convert_ids_to_tokens(ids[after]) == "\u2581"
     assert enc["input_ids"][0].tolist() == hf_ids[0, :after].tolist() + hf_ids[0, after + 1:].tolist()
 

@@ -107,6 +107,56 @@ def _with_image_row(weight: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([weight, weight.float().mean(0, keepdim=True).to(weight.dtype).expand(extra, -1)]) if extra > 0 else weight
 
 
+def chat_template(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """A jinja chat template that renders what the run's SkillGPT template renders (for vLLM/SGLang chat
+    APIs): system, then per user turn its images as ``<image>\\n`` and its text, per reply the reply and
+    its terminator. Separator templates only (vicuna_v0/v1 ...); None for others, and whenever a probe
+    conversation renders differently from SkillGPT's own renderer."""
+    import json
+
+    from skillgpt.data.templates import SeparatorTemplate, get_template, render
+
+    tpl = get_template(cfg.model.llm.template)
+    if not isinstance(tpl, SeparatorTemplate) or not tokenizer.eos_token:
+        return None
+    system = getattr(cfg.model.llm, "system_prompt", None)
+    system = tpl.system if system is None else system
+    q = json.dumps  # a JSON string literal is a valid jinja string literal
+    text = ("{%- if m['content'] is string -%}{%- set text = m['content'] -%}{%- else -%}{%- set text = "
+            "(m['content'] | selectattr('type', 'in', ['image', 'image_url']) | map(attribute='type') | "
+            "map('replace', 'image_url', 'image') | map('replace', 'image', '<image>\\n') | join('')) + "
+            "(m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ')) -%}{%- endif -%}")
+    jinja = ("{%- set ns = namespace(system=" + q(system) + ", msgs=messages) -%}"
+             "{%- if messages and messages[0]['role'] == 'system' -%}{%- set m = messages[0] -%}" + text +
+             "{%- set ns.system = text -%}{%- set ns.msgs = messages[1:] -%}{%- endif -%}"
+             "{%- if ns.system -%}{{ ns.system + " + q(tpl.system_sep) + " }}{%- endif -%}"
+             "{%- for m in ns.msgs -%}" + text +
+             "{%- if m['role'] == 'user' -%}{{ (" + q(tpl.first_user_prefix) + " if loop.first else " +
+             q(tpl.user_prefix) + ") + text + " + q(tpl.assistant_prefix) + " }}"
+             "{%- elif m['role'] == 'assistant' -%}{{ ' ' + text + " +
+             q(tpl.terminator.replace("{eos}", str(tokenizer.eos_token))) + " }}{%- endif -%}{%- endfor -%}")
+    probe = [{"role": "user", "content": "<image>\nWhat is shown?"}, {"role": "assistant", "content": "A cat."},
+             {"role": "user", "content": "And then?"}]
+    parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+             {"role": "user", "content": "And then?"}]
+    ours = render(cfg_template(cfg), probe, tokenizer, add_generation_prompt=True)[0]
+    try:
+        theirs = [tokenizer.apply_chat_template(c, tokenize=False, chat_template=jinja, add_generation_prompt=True)
+                  for c in (probe, parts)]
+    except Exception:  # noqa: BLE001 - a template jinja cannot run is simply not written
+        return None
+    return jinja if theirs == [ours, ours] else None
+
+
+def cfg_template(cfg: Config) -> Any:
+    """The run's template with its system prompt (model.llm.system_prompt) applied."""
+    from skillgpt.data import templates
+
+    maker = getattr(templates, "llm_template", None)
+    return maker(cfg.model.llm) if maker else templates.get_template(cfg.model.llm.template)
+
+
 def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
     """Write a LlavaForConditionalGeneration folder + LlavaProcessor files (see the module doc)."""
     from transformers import AutoImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
@@ -155,7 +205,7 @@ def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, ou
     processor = LlavaProcessor(
         image_processor=AutoImageProcessor.from_pretrained(encoder.folder), tokenizer=tokenizer,
         patch_size=encoder.image_size // encoder.grid, vision_feature_select_strategy=config.vision_feature_select_strategy,
-        image_token=IMAGE_TOKEN, num_additional_image_tokens=int(has_cls))
+        image_token=IMAGE_TOKEN, num_additional_image_tokens=int(has_cls), chat_template=chat_template(cfg, tokenizer))
     processor.save_pretrained(out)
     save_config(cfg, out / "skillgpt_config.yaml")
     return out
