@@ -86,15 +86,16 @@ def test_rate_chat_and_reject_in_a_browser(browser, url, trained_run, tmp_path) 
         assert all(level in rating for level in LEVELS) and len(re.findall(r"\d+%", rating)) == 4
         level = page.locator("#level textarea").input_value()
         assert any(level.startswith(lvl) for lvl in LEVELS)
-        assert page.locator("#feedback textarea").input_value().strip()  # generated coaching feedback
+        feedback = page.locator("#feedback textarea").input_value().strip()
+        assert feedback  # generated coaching feedback: the answer to the second question
         bots = page.locator("#chat [data-testid='bot']")
-        expect(bots).to_have_count(1)
+        expect(bots).to_have_count(2)  # the rating question's answer, then the feedback question's
 
         # a follow-up question about the same clip, answered in the chat
         page.locator("#chat-input textarea").fill("How is the timing?")
         page.locator("#send-btn").click()
         expect(status).to_have_value("Done.", timeout=TIMEOUT_MS)
-        expect(bots).to_have_count(2)
+        expect(bots).to_have_count(3)
         expect(page.locator("#chat [data-testid='user']").last).to_contain_text("How is the timing?")
         assert bots.last.inner_text().strip()
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 7860)")
     p.add_argument("--share", action="store_true", default=None,
                    help="also create a public gradio.live link (off by default)")
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                   help="require this login (Gradio's login page; default: no login). Note: visible in the process list")
     p.add_argument("--concurrency", type=int, default=None,
                    help="requests processed at once per action; others wait in the queue (default 2)")
     p.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload (default 50)")
@@ -43,6 +45,9 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", default=None,
                    help="folder of example clips (default: the videos of the checkpoint's data.test, if present)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="initial max-new-tokens setting (default 128)")
+    p.add_argument("--feedback-question", default=None,
+                   help="second question after rating, its answer fills the feedback box "
+                        "(default: 'What should this athlete improve?')")
     p.add_argument("--device", default=None)
     add_location_flags(p)
     p.set_defaults(func=_demo)

@@ -2,47 +2,59 @@
 
 Everything model-side goes through `SkillAssistant` (the same template and inference code as `skillgpt
 infer` / `chat`): `rate` for the level probabilities, `stream_reply` for streamed answers, and the
-multi-turn `Conversation` of `skillgpt.serve.chat`. The model is built in `main` (or by the caller of
-`build_demo`), never at import time.
+multi-turn `Conversation` of `skillgpt.serve.chat`. Rating a clip is a conversation of two turns, as the
+skill data trains it: the rating question (`eval.question`), then the feedback question, whose answer
+fills the "Coaching feedback" box. A multi-view model (`data.views`) gets one clip upload per view. The
+model is built in `main` (or by the caller of `build_demo`), never at import time.
 
-Safety defaults (`ServeConfig`): the server binds 127.0.0.1 and makes no share link unless asked; uploads
-are checked (kind, size, duration, decodability) before the model sees them, and a rejected or failing
+Safety defaults (`ServeConfig`): the server binds 127.0.0.1 and makes no share link unless asked (a
+warning is printed otherwise, and `--auth user:password` puts Gradio's login in front); uploads are
+checked (kind, size, duration, decodability) before the model sees them, and a rejected or failing
 request shows its message in the page (a warning toast and the status box) without affecting the app;
-requests go through Gradio's queue with a fixed number running at once.
+requests go through Gradio's queue with a fixed number running at once; every request is logged in one
+line (`skillgpt.serve.access`).
 """
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import gradio as gr
 
+from skillgpt.constants import PLACEHOLDER_OF
+from skillgpt.data.prompt import without_placeholders
 from skillgpt.hashing import file_sha256
+from skillgpt.serve.access import exposure_warnings, parse_auth, request_line
 from skillgpt.serve.chat import Conversation, describe_error
+from skillgpt.serve.uploads import (  # noqa: F401 (re-exported: the demo's upload rules)
+    EXTS, MB, VIDEO_EXTS, UploadRejected, check_upload, example_clips,
+)
 
 if TYPE_CHECKING:
     from skillgpt.inference.assistant import Media, SkillAssistant
 
-MB = 1024 * 1024
-VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".mpg", ".mpeg")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-AUDIO_EXTS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus") + VIDEO_EXTS  # a video's sound track
-EXTS = {"video": VIDEO_EXTS, "image": IMAGE_EXTS, "audio": AUDIO_EXTS}
+Log = Callable[[str], None]
+
+
+def log_to_stderr(line: str) -> None:
+    """The default request log: one line on stderr per request."""
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Defaults of `skillgpt demo`; the flags (--host, --port, --share, --concurrency, --max-upload-mb,
-    --max-duration-s, --examples, --max-new-tokens) override the matching fields."""
+    """Defaults of `skillgpt demo`; the flags (--host, --port, --share, --auth, --concurrency, --max-upload-mb,
+    --max-duration-s, --examples, --max-new-tokens, --feedback-question) override the matching fields."""
 
     host: str = "127.0.0.1"  # loopback only; pass --host 0.0.0.0 to expose the demo on the network
     port: int = 7860
     share: bool = False  # no public gradio.live link unless --share
+    auth: Optional[str] = field(default=None, repr=False)  # "user:password": Gradio's login page (--auth)
     concurrency: int = 2  # requests running at once per event; the rest wait in the queue
     queue_size: int = 64  # requests waiting beyond this are refused ("queue is full")
     max_upload_mb: float = 50.0  # bigger uploads are rejected with a message
@@ -50,7 +62,7 @@ class ServeConfig:
     max_new_tokens: int = 128  # default of the "max new tokens" slider
     temperature: float = 0.0  # default of the temperature slider (0 = greedy)
     top_p: float = 0.9  # default of the top-p slider (used when temperature > 0)
-    feedback_question: str = "What should this athlete improve?"
+    feedback_question: str = "What should this athlete improve?"  # second turn, after the rating question
     examples: Optional[str] = None  # folder of example clips (None: the checkpoint's data.test videos)
     max_examples: int = 8
 
@@ -65,129 +77,52 @@ class ServeConfig:
         return max(2 * self.max_upload_bytes, MB)
 
 
-class UploadRejected(ValueError):
-    """An upload that the demo refuses; the message is shown to the user as is."""
-
-
-# --------------------------------------------------------------------------- upload checks
-
-
-def _duration_s(container: Any, stream: Any) -> float | None:
-    if container.duration:
-        return container.duration / 1_000_000  # av.time_base
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    rate = getattr(stream, "average_rate", None)
-    if stream.frames and rate:
-        return stream.frames / float(rate)
-    return None
-
-
-def check_upload(path: str | Path, kind: str, cfg: ServeConfig) -> None:
-    """Raise UploadRejected (a readable message naming the file) unless `path` is an acceptable `kind`
-    (video | image | audio) file: an allowed extension, at most `max_upload_mb`, decodable, and (video,
-    audio) at most `max_duration_s` long."""
-    p = Path(path)
-    name = p.name
-    if not p.is_file():
-        raise UploadRejected(f"{name}: the uploaded file is missing; upload it again")
-    size = p.stat().st_size
-    if size == 0:
-        raise UploadRejected(f"{name} is empty; upload a {kind} file")
-    if size > cfg.max_upload_bytes:
-        raise UploadRejected(f"{name} is too large: {size / MB:.1f} MB (the limit is {cfg.max_upload_mb:g} MB)")
-    if p.suffix.lower() not in EXTS[kind]:
-        raise UploadRejected(f"{name} is not a {kind} file (accepted: {', '.join(EXTS[kind])})")
-    if kind == "image":
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(p) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise UploadRejected(f"{name} could not be read as an image ({err})") from err
-        return
-    import av
-
-    try:
-        with av.open(str(p)) as container:
-            streams = container.streams.video if kind == "video" else container.streams.audio
-            if not streams:
-                raise UploadRejected(f"{name} has no {kind} stream; upload a {kind} file")
-            duration = _duration_s(container, streams[0])
-    except UploadRejected:
-        raise
-    except Exception as err:  # PyAV's FFmpegError subclasses, OSError
-        reason = getattr(err, "strerror", None) or str(err)
-        raise UploadRejected(f"{name} could not be read as a {kind}: it is not a valid media file ({reason})") from err
-    if duration is not None and math.isfinite(duration) and duration > cfg.max_duration_s:
-        raise UploadRejected(f"{name} is too long: {duration:.1f} s (the limit is {cfg.max_duration_s:g} s)")
-
-
-# --------------------------------------------------------------------------- example clips
-
-
-def example_clips(assistant: "SkillAssistant", cfg: ServeConfig) -> list[tuple[str, str]]:
-    """(path, label) of example clips: the videos in `cfg.examples`, else those of the checkpoint's
-    data.test samples that exist (labelled with their level). Empty when there are none."""
-    if cfg.examples:
-        folder = Path(cfg.examples).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"--examples {folder}: not a folder")
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in VIDEO_EXTS and f.is_file())
-        return [(str(f), f.name) for f in files[: cfg.max_examples]]
-    test = assistant.cfg.data.test
-    if not test or not Path(test).is_file():
-        return []
-    from skillgpt.data.dataset import read_samples
-
-    try:
-        samples = read_samples(test)
-    except ValueError:
-        return []
-    root = Path(assistant.cfg.data.media_root) if assistant.cfg.data.media_root else Path(test).parent
-    by_label: dict[str, list[tuple[str, str]]] = {}
-    for s in samples:
-        video = s.get("video")
-        if isinstance(video, str) and (root / video).is_file():
-            label = str(s.get("label", ""))
-            by_label.setdefault(label, []).append((str(root / video), f"{Path(video).stem} ({label})" if label
-                                                   else Path(video).stem))
-    out: list[tuple[str, str]] = []  # interleave the levels so every level shows up early
-    while len(out) < cfg.max_examples and any(by_label.values()):
-        for label in list(by_label):
-            if by_label[label] and len(out) < cfg.max_examples:
-                out.append(by_label[label].pop(0))
-    return out
-
-
 # --------------------------------------------------------------------------- the app
 
 
 class SkillDemo:
-    """The handlers of the app; `build()` lays out the page and wires them."""
+    """The handlers of the app; `build()` lays out the page and wires them. Media inputs are `slots`:
+    (kind, view) pairs, one video per view of a multi-view model, then image and (when the model has the
+    audio branch) audio."""
 
-    def __init__(self, assistant: "SkillAssistant", cfg: ServeConfig) -> None:
+    def __init__(self, assistant: "SkillAssistant", cfg: ServeConfig, log: Log = log_to_stderr) -> None:
         self.assistant = assistant
         self.cfg = cfg
-        self.kinds = ["video", "image"] + (["audio"] if "<audio>" in assistant.placeholder_tokens else [])
+        self.log = log
+        self.views: list[str] = [str(v) for v in (assistant.cfg.data.views or [])]
+        self.slots: list[tuple[str, Optional[str]]] = [("video", v) for v in self.views] or [("video", None)]
+        self.slots += [("image", None)] + ([("audio", None)] if "<audio>" in assistant.placeholder_tokens else [])
         self.labels = list(assistant.cfg.eval.labels)
         self._cache: OrderedDict[tuple, "Media"] = OrderedDict()
         self._lock = threading.Lock()
 
     # ---- media ---------------------------------------------------------------------------------
-    def media(self, paths: list[Optional[str]]) -> tuple[tuple, "Media | None"]:
-        """Check and load the uploaded media (one optional path per kind); cached by file content."""
-        record: dict[str, str] = {}
-        key: list[Any] = []
-        for kind, path in zip(self.kinds, paths):
-            if path:
-                check_upload(path, kind, self.cfg)
+    def record(self, paths: list[Optional[str]]) -> dict[str, Any]:
+        """A sample-like dict of the uploads (`video` a view dict for a multi-view model), each file checked."""
+        record: dict[str, Any] = {}
+        videos: dict[str, str] = {}
+        for (kind, view), path in zip(self.slots, paths):
+            if not path:
+                continue
+            check_upload(path, kind, self.cfg)
+            if view is not None:
+                videos[view] = str(path)
+            else:
                 record[kind] = str(path)
-                key.append((kind, file_sha256(path)))  # the same clip uploaded again is the same clip
+        if videos:
+            missing = [v for v in self.views if v not in videos]
+            if missing:
+                raise UploadRejected(f"Upload a clip for every view: {', '.join(missing)} missing "
+                                     f"(this model takes {', '.join(self.views)}).")
+            record["video"] = {v: videos[v] for v in self.views}
+        return record
+
+    def media(self, paths: list[Optional[str]]) -> tuple[tuple, "Media | None"]:
+        """Check and load the uploaded media; cached by file content (the same clip again is not re-encoded)."""
+        record = self.record(paths)
         if not record:
             return (), None
-        k = tuple(key)
+        k = tuple((kind, view, file_sha256(path)) for (kind, view), path in zip(self.slots, paths) if path)
         with self._lock:
             if k in self._cache:
                 self._cache.move_to_end(k)
@@ -200,7 +135,7 @@ class SkillDemo:
         return k, media
 
     def _split(self, args: tuple) -> tuple[list[Optional[str]], dict[str, float], dict]:
-        n = len(self.kinds)
+        n = len(self.slots)
         paths = list(args[:n])
         temperature, top_p, max_new_tokens, state = args[n:n + 4]
         gen = {"temperature": float(temperature or 0.0), "top_p": float(top_p or 1.0),
@@ -213,52 +148,69 @@ class SkillDemo:
         gr.Warning(msg)
         return f"⚠️ {msg}"
 
-    # ---- handlers (each catches its own failures: a bad request never affects the app) ----------
-    def check(self, *paths: Optional[str]) -> str:
+    # ---- handlers (each catches its own failures and logs one line: a bad request never affects the app)
+    def check(self, request: gr.Request, *paths: Optional[str]) -> str:
         """On upload: check the files at once, so a rejection shows before anything is asked."""
+        started, outcome = time.monotonic(), "ok"
         try:
-            for kind, path in zip(self.kinds, paths):
+            for (kind, _), path in zip(self.slots, paths):
                 if path:
                     check_upload(path, kind, self.cfg)
         except Exception as err:
+            outcome = f"rejected: {describe_error(err)}"
             return self._fail(err)
+        finally:
+            self.log(request_line("upload", request, paths, started, outcome))
         return "Ready: press “Rate skill”, or ask a question below."
 
-    def rate(self, *args: Any) -> Iterator[tuple]:
-        """Level probabilities, the predicted level, then streamed coaching feedback (which starts the chat)."""
+    def rate(self, request: gr.Request, *args: Any) -> Iterator[tuple]:
+        """Level probabilities and the predicted level, then two streamed turns: the model's answer to the
+        rating question and its answer to the feedback question (the coaching feedback), which start the chat."""
         paths, gen, _ = self._split(args)
+        started, outcome = time.monotonic(), "cancelled"
         probs: Any = None
         level, feedback, history = "", "", []
         state: dict = {}
         try:
-            if not paths[0]:
+            if not any(path for (kind, _), path in zip(self.slots, paths) if kind == "video"):
                 raise UploadRejected("Upload a video clip first (or pick an example).")
             key, media = self.media(paths)
             yield probs, level, feedback, history, "Rating…", state
             scores = self.assistant.rate(media)  # type: ignore[arg-type]
             best = max(scores, key=scores.get)  # type: ignore[arg-type]
             probs, level = scores, f"{best} ({scores[best]:.1%})"
-            question = self.cfg.feedback_question
-            history = [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-            yield probs, level, feedback, history, "Writing feedback…", state
             conv = Conversation(media=media)
-            for feedback in conv.stream(self.assistant, question, **gen):
-                history[-1] = {"role": "assistant", "content": feedback}
-                yield probs, level, feedback, history, "Writing feedback…", state
+            rating_q = self.assistant.cfg.eval.question
+            shown_q = without_placeholders(rating_q, PLACEHOLDER_OF.values())
+            turns = ((rating_q, shown_q, False, "Answering the rating question…"),
+                     (self.cfg.feedback_question, self.cfg.feedback_question, True, "Writing feedback…"))
+            for question, shown, box, note in turns:
+                history = history + [{"role": "user", "content": shown}, {"role": "assistant", "content": ""}]
+                yield probs, level, feedback, history, note, state
+                for answer in conv.stream(self.assistant, question, **gen):
+                    history[-1] = {"role": "assistant", "content": answer}
+                    feedback = answer if box else feedback
+                    yield probs, level, feedback, history, note, state
             state = {"key": key, "exchanges": conv.exchanges, "history": history}
+            outcome = f"ok level={best}"
             yield probs, level, feedback, history, "Done. Ask a follow-up question below.", state
         except Exception as err:
+            outcome = f"error: {describe_error(err)}"
             yield probs, level, feedback, history, self._fail(err), state
+        finally:
+            self.log(request_line("rate", request, paths, started, outcome))
 
-    def chat(self, message: str, *args: Any) -> Iterator[tuple]:
+    def chat(self, request: gr.Request, message: str, *args: Any) -> Iterator[tuple]:
         """One chat turn about the current media, streamed. A new clip starts a new conversation."""
         paths, gen, state = self._split(args)
+        started, outcome = time.monotonic(), "cancelled"
         history = list(state.get("history", []))
         message = (message or "").strip()
-        if not message:
-            yield history, "", "Type a question first.", state
-            return
         try:
+            if not message:
+                outcome = "empty question"
+                yield history, "", "Type a question first.", state
+                return
             key, media = self.media(paths)
             note = ""
             if state.get("key", key) != key:  # the clip changed since the conversation started
@@ -270,11 +222,15 @@ class SkillDemo:
                 history[-1] = {"role": "assistant", "content": answer}
                 yield history, "", "Answering…" + note, state
             state = {"key": key, "exchanges": conv.exchanges, "history": history}
+            outcome = "ok"
             yield history, "", "Done." + note, state
         except Exception as err:
+            outcome = f"error: {describe_error(err)}"
             if history and history[-1]["role"] == "assistant" and not history[-1]["content"]:
                 history = history[:-2]  # drop the unanswered turn
             yield history, message, self._fail(err), state
+        finally:
+            self.log(request_line("chat", request, paths, started, outcome, f"question={len(message)} chars"))
 
     @staticmethod
     def clear() -> tuple:
@@ -294,16 +250,18 @@ class SkillDemo:
             )
             with gr.Row():
                 with gr.Column(scale=1):
-                    video = gr.Video(label="Clip", sources=["upload"], elem_id="video-input", height=260)
-                    inputs = [video]
-                    if "image" in self.kinds:
-                        image = gr.Image(label="Image (optional)", type="filepath", sources=["upload"],
-                                         elem_id="image-input", height=160)
-                        inputs.append(image)
-                    if "audio" in self.kinds:
-                        audio = gr.Audio(label="Audio (optional)", type="filepath", sources=["upload"],
-                                         elem_id="audio-input")
-                        inputs.append(audio)
+                    inputs = []
+                    for kind, view in self.slots:
+                        if kind == "video":
+                            inputs.append(gr.Video(label=f"Clip: {view} view" if view else "Clip", sources=["upload"],
+                                                   elem_id=f"video-input-{view}" if view else "video-input",
+                                                   height=260 if not view else 200))
+                        elif kind == "image":
+                            inputs.append(gr.Image(label="Image (optional)", type="filepath", sources=["upload"],
+                                                   elem_id="image-input", height=160))
+                        else:
+                            inputs.append(gr.Audio(label="Audio (optional)", type="filepath", sources=["upload"],
+                                                   elem_id="audio-input"))
                     rate_btn = gr.Button("Rate skill", variant="primary", elem_id="rate-btn")
                     with gr.Accordion("Generation settings", open=False):
                         temperature = gr.Slider(0.0, 1.5, value=cfg.temperature, step=0.05, label="Temperature",
@@ -314,7 +272,8 @@ class SkillDemo:
                                             elem_id="max-new-tokens")
                     examples = example_clips(a, cfg)
                     if examples:
-                        gr.Examples(examples=[[p] for p, _ in examples], inputs=[video],
+                        videos = inputs[:len(self.views) or 1]
+                        gr.Examples(examples=[paths for paths, _ in examples], inputs=videos,
                                     example_labels=[lbl for _, lbl in examples], label="Example clips",
                                     examples_per_page=cfg.max_examples)
                 with gr.Column(scale=1):
@@ -345,23 +304,33 @@ class SkillDemo:
         return demo
 
 
-def build_demo(assistant: "SkillAssistant", cfg: ServeConfig | None = None) -> gr.Blocks:
-    """The Gradio app for a loaded assistant (queue configured, not launched)."""
-    return SkillDemo(assistant, cfg or ServeConfig()).build()
+def build_demo(assistant: "SkillAssistant", cfg: ServeConfig | None = None, log: Log = log_to_stderr) -> gr.Blocks:
+    """The Gradio app for a loaded assistant (queue configured, not launched); `log` gets one line per request."""
+    return SkillDemo(assistant, cfg or ServeConfig(), log).build()
 
 
 def launch_kwargs(cfg: ServeConfig) -> dict[str, Any]:
-    """What `demo.launch` gets: loopback and no share link unless configured, Gradio's upload cap."""
-    return dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
+    """What `demo.launch` gets: loopback and no share link unless configured, the optional login,
+    Gradio's upload cap."""
+    return dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share, auth=parse_auth(cfg.auth),
+                auth_message="SkillGPT demo: log in with the user and password given to --auth" if cfg.auth else None,
                 max_file_size=cfg.transport_limit_bytes, show_error=True, ssr_mode=False)
 
 
 def launch(demo: gr.Blocks, cfg: ServeConfig, block: bool = True) -> gr.Blocks:
-    """Start the server (blocking until Ctrl-C unless `block=False`, for tests); returns the demo."""
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(cfg))
+    """Start the server (blocking until Ctrl-C unless `block=False`, for tests); returns the demo. Warns
+    on stderr when the demo is reachable beyond this machine."""
+    for warning in exposure_warnings(cfg.host, cfg.share, cfg.auth is not None):
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(cfg))
+    except OSError as err:  # Gradio: "Cannot find empty port ... passing the server_port parameter to launch()"
+        raise OSError(f"cannot serve the demo on {cfg.host}:{cfg.port}: the port is in use (or the host is not an "
+                      f"address of this machine); pick another with --port N (or --host)") from err
     where = "this machine only; --host 0.0.0.0 serves the network" if cfg.host in ("127.0.0.1", "localhost") \
         else f"bound to {cfg.host}"
-    print(f"SkillGPT demo: {demo.local_url} ({where})", flush=True)
+    login = "; login required" if cfg.auth else ""
+    print(f"SkillGPT demo: {demo.local_url} ({where}{login})", flush=True)
     if demo.share_url:
         print(f"public link (anyone who has it can use the demo): {demo.share_url}", flush=True)
     if block:
@@ -370,13 +339,18 @@ def launch(demo: gr.Blocks, cfg: ServeConfig, block: bool = True) -> gr.Blocks:
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    """ServeConfig from the `skillgpt demo` flags (unset flags keep the defaults)."""
+    """ServeConfig from the `skillgpt demo` flags (unset flags keep the defaults); bad values -> ValueError."""
     fields = {k: v for k, v in vars(args).items() if k in ServeConfig.__dataclass_fields__ and v is not None}
     cfg = replace(ServeConfig(), **fields)
     if cfg.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {cfg.concurrency}")
     if cfg.max_upload_mb <= 0 or cfg.max_duration_s <= 0:
         raise ValueError("--max-upload-mb and --max-duration-s must be positive")
+    if not 0 <= cfg.port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {cfg.port}")
+    if not cfg.feedback_question.strip():
+        raise ValueError("--feedback-question must not be empty")
+    parse_auth(cfg.auth)
     return cfg
 
 
@@ -388,7 +362,4 @@ def main(args: argparse.Namespace) -> None:
     cfg = serve_config(args)
     print(f"loading {args.ckpt} ...", flush=True)
     assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
-    demo = build_demo(assistant, cfg)
-    if cfg.share:
-        print("warning: --share makes the demo reachable by anyone with the public link", flush=True)
-    launch(demo, cfg)
+    launch(build_demo(assistant, cfg), cfg)
