@@ -43,7 +43,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     clip = CLIPVisionModel(CLIPVisionConfig(**TINY, image_size=32, patch_size=8))
     clip.save_pretrained(root / "clip")
-    CLIPImageProcessor(image_mean=MODEL_MEAN, image_std=MODEL_STD).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32, image_mean=MODEL_MEAN,
+                       image_std=MODEL_STD).save_pretrained(root / "clip")
     siglip = SiglipModel(SiglipConfig(  # a full two-tower folder: the vision tower is taken from it
         text_config=dict(**TINY, vocab_size=64, max_position_embeddings=16),
         vision_config=dict(**TINY, image_size=32, patch_size=8),
@@ -236,3 +237,40 @@ def test_stats_fallback_and_missing_weights(folders, tmp_path):
     save_file(weights, bare / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"lacks weights.*\['[a-z_.]*patch_embedding.weight'\]"):
         _encoder("hf_image", bare, mean=MODEL_MEAN, std=MODEL_STD)
+
+
+def test_pixels_made_by_the_models_own_processor_are_fed_unchanged(folders):
+    """data.video.processor = the encoder's folder: its pixels are what transformers would feed the model."""
+    enc = _encoder("hf_image", folders["clip"], video=VideoConfig(processor=str(folders["clip"])))
+    assert enc.exact
+    video = torch.randn(1, 1, 3, 2, 32, 32)
+    model = CLIPVisionModel.from_pretrained(folders["clip"]).eval()
+    ref = torch.stack([model(pixel_values=video[0, 0, :, t][None], output_hidden_states=True).hidden_states[-2][0]
+                       for t in range(2)])
+    torch.testing.assert_close(enc(video), ref.reshape(1, -1, 32), atol=1e-5, rtol=1e-4)
+
+
+def test_another_models_pixels_are_mapped_to_this_models_statistics(folders, tmp_path):
+    """A context encoder fed pixels made by other rules (here mean = std = 0.5, rescale 1/255): each uint8
+    value ends up as (u8 / 255 - model mean) / model std."""
+    other = tmp_path / "other"
+    shutil.copytree(folders["clip"], other)
+    (other / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 32}, "crop_size": 32,
+        "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    enc = _encoder("hf_image", folders["clip"], video=VideoConfig(processor=str(other)))
+    assert not enc.exact
+    u8 = torch.randint(0, 256, (2, 3, 32, 32)).float()
+    view = (1, 3, 1, 1)
+    expected = (u8 / 255 - torch.tensor(MODEL_MEAN).view(view)) / torch.tensor(MODEL_STD).view(view)
+    torch.testing.assert_close(enc._prepare((u8 / 255 - 0.5) / 0.5), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_processor_whose_frames_differ_from_image_size_warns(folders, tmp_path):
+    folder = tmp_path / "big_crop"
+    shutil.copytree(folders["clip"], folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 48}, "crop_size": 48}))
+    with pytest.warns(UserWarning, match=r"preprocessor_config.json: frames of 48x48.*image_size 32"):
+        enc = _encoder("hf_image", folder, video=VideoConfig(processor=str(folder)))
+    assert enc(torch.randn(1, 1, 3, 1, 48, 48)).shape == (1, 17, 32)
