@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from skillgpt.data.convert import (
-    captions, egoexo4d_proficiency, egoexo4d_tips, finediving, llava, mtl_aqa, mvbench,
+    captions, egoexo4d_proficiency, egoexo4d_tips, finediving, llava, mtl_aqa, mvbench, seeds,
 )
 from skillgpt.data.convert._common import Context, Conversion, ConversionError, check_samples, error_list
 
@@ -27,6 +27,10 @@ CONVERTERS: dict[str, Callable[..., Conversion]] = {
     "captions": captions.convert,
     "llava": llava.convert,
     "mvbench": mvbench.convert,
+    "pandagpt": seeds.convert_pandagpt,
+    "minigpt4-align": seeds.convert_minigpt4,
+    "video-chatgpt": seeds.convert_video_chatgpt,
+    "llava-pretrain": seeds.convert_llava_pretrain,
 }
 
 __all__ = ["CONVERTERS", "Conversion", "ConversionError", "converter_options", "prepare_data"]
