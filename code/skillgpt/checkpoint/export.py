@@ -104,7 +104,9 @@ def _projector_state(cfg: Config, projector: torch.nn.Module, width: int) -> dic
 def _with_image_row(weight: torch.Tensor, rows: int) -> torch.Tensor:
     """`weight` grown to `rows` rows, new rows the mean row (as LLaVA-HF initialised its added tokens)."""
     extra = rows - weight.shape[0]
-    return torch.cat([weight, weight.float().mean(0, keepdim=True).to(weight.dtype).expand(extra, -1)]) if extra > 0 else weight
+    if extra <= 0:
+        return weight
+    return torch.cat([weight, weight.float().mean(0, keepdim=True).to(weight.dtype).expand(extra, -1)])
 
 
 def chat_template(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> str | None:

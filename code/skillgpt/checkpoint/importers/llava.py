@@ -70,7 +70,7 @@ def _without_tower_lora(path: Path, weights: dict[str, torch.Tensor]) -> dict[st
     return {k: v for k, v in weights.items() if k not in tower}
 
 
-def _adapter(folder: Path, base_llm: Path) -> Adapter:
+def _adapter(folder: Path) -> Adapter:
     """The LoRA adapter of a LLaVA LoRA run, its settings from its own adapter_config.json."""
     cfg_path = folder / "adapter_config.json"
     cfg = _read_json(cfg_path)
@@ -140,7 +140,7 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     if src.is_dir() and any((src / f).is_file() for f in ADAPTER_FILES):
         path = src / "non_lora_trainables.bin"
         kind, projector = _projector(path, load_state(path), NON_LORA_PREFIX, declared)
-        adapter = _adapter(src, base_llm)
+        adapter = _adapter(src)
     else:
         path = src / "mm_projector.bin" if src.is_dir() else src
         if not path.is_file():
