@@ -3,12 +3,14 @@ LoRA) exported as LlavaForConditionalGeneration loads with transformers alone an
 the merged LLM folder generates the adapter run's greedy tokens."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 from skillgpt.checkpoint.export import export
 from skillgpt.checkpoint.importers import run_import
@@ -67,15 +69,14 @@ def test_llava_export_loads_in_transformers_with_skillgpts_logits(run, ours, tmp
     assert enc["input_ids"][0].tolist() == hf_ids[0, :after].tolist() + hf_ids[0, after + 1:].tolist()
 
 
-def test_linear_projector_exports_exactly(tmp_path) -> None:
-    """A linear projector becomes LLaVA-HF's linear_1 -> identity act -> identity linear_2."""
+def _export_and_compare(projector: dict[str, torch.Tensor], base_llm: Path, tmp_path: Path) -> LlavaForConditionalGeneration:
+    """Import `projector` as a LLaVA mm_projector.bin on `base_llm`, export it as LLaVA-HF and check the
+    logits of transformers' model against SkillGPT's; returns the exported model."""
     src = tmp_path / "mm_projector.bin"
-    torch.manual_seed(0)
-    torch.save({"model.mm_projector.weight": torch.randn(64, 32) * 0.1, "model.mm_projector.bias": torch.randn(64)}, src)
-    run = run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    torch.save({f"model.mm_projector.{k}": v for k, v in projector.items()}, src)
+    run = run_import("llava", src, tmp_path / "run", base_llm=base_llm, vision_tower=FIXTURE / "clip")
     ours = SkillAssistant(run, device="cpu")
     hf = LlavaForConditionalGeneration.from_pretrained(export(run, tmp_path / "hf", "llava")).eval()
-    assert hf.config.projector_hidden_act == "linear"
     ids, pixels = _prompt(ours), load_file(str(FIXTURE / "golden.safetensors"))["pixel_values"]
     with torch.no_grad():
         expected = ours.model.causal_lm(
@@ -83,6 +84,30 @@ def test_linear_projector_exports_exactly(tmp_path) -> None:
         got = hf(input_ids=torch.tensor([[hf.config.image_token_id if i < 0 else i for i in ids]]),
                  pixel_values=pixels).logits[0]
     assert (got[:, :expected.shape[-1]] - expected).abs().max().item() <= 1e-4
+    return hf
+
+
+def test_linear_projector_exports_exactly(tmp_path) -> None:
+    """A linear projector becomes LLaVA-HF's linear_1 -> identity act -> identity linear_2."""
+    torch.manual_seed(0)
+    hf = _export_and_compare({"weight": torch.randn(64, 32) * 0.1, "bias": torch.randn(64)}, FIXTURE / "vicuna", tmp_path)
+    assert hf.config.projector_hidden_act == "linear"
+
+
+def test_qwen2_llm_with_tied_embeddings_exports(tmp_path) -> None:
+    """A Qwen2 LLM whose head shares the embedding (the added <image> row included)."""
+    qwen = tmp_path / "qwen2"
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                 bos_token_id=1, eos_token_id=2)).save_pretrained(qwen)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(FIXTURE / "vicuna" / name, qwen / name)
+    mlp = {"0.weight": torch.randn(64, 32) * 0.1, "0.bias": torch.randn(64) * 0.1,
+           "2.weight": torch.randn(64, 64) * 0.1, "2.bias": torch.randn(64) * 0.1}
+    hf = _export_and_compare(mlp, qwen, tmp_path)
+    assert hf.config.text_config.model_type == "qwen2"
+    assert hf.lm_head.weight.data_ptr() == hf.get_input_embeddings().weight.data_ptr()
 
 
 def test_merged_llm_generates_the_adapter_runs_tokens(run, ours, tmp_path) -> None:
