@@ -96,7 +96,8 @@ def write_adapter(folder: Path, adapter: Adapter, base_llm: str) -> None:
     from peft import LoraConfig
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = LoraConfig(r=adapter.r, lora_alpha=adapter.alpha, lora_dropout=adapter.dropout,
+    alpha = int(adapter.alpha) if float(adapter.alpha).is_integer() else adapter.alpha
+    config = LoraConfig(r=adapter.r, lora_alpha=alpha, lora_dropout=adapter.dropout,
                         target_modules=list(adapter.target_modules), task_type="CAUSAL_LM",
                         base_model_name_or_path=base_llm, **adapter.extra)
     config.save_pretrained(str(folder))
