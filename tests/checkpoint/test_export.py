@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel)
 
 from skillgpt.checkpoint.export import export
 from skillgpt.checkpoint.importers import run_import
@@ -69,12 +69,13 @@ def test_llava_export_loads_in_transformers_with_skillgpts_logits(run, ours, tmp
     assert enc["input_ids"][0].tolist() == hf_ids[0, :after].tolist() + hf_ids[0, after + 1:].tolist()
 
 
-def _export_and_compare(projector: dict[str, torch.Tensor], base_llm: Path, tmp_path: Path) -> LlavaForConditionalGeneration:
+def _export_and_compare(projector: dict[str, torch.Tensor], base_llm: Path, tmp_path: Path,
+                        tower: Path = FIXTURE / "clip") -> LlavaForConditionalGeneration:
     """Import `projector` as a LLaVA mm_projector.bin on `base_llm`, export it as LLaVA-HF and check the
     logits of transformers' model against SkillGPT's; returns the exported model."""
     src = tmp_path / "mm_projector.bin"
     torch.save({f"model.mm_projector.{k}": v for k, v in projector.items()}, src)
-    run = run_import("llava", src, tmp_path / "run", base_llm=base_llm, vision_tower=FIXTURE / "clip")
+    run = run_import("llava", src, tmp_path / "run", base_llm=base_llm, vision_tower=tower)
     ours = SkillAssistant(run, device="cpu")
     hf = LlavaForConditionalGeneration.from_pretrained(export(run, tmp_path / "hf", "llava")).eval()
     ids, pixels = _prompt(ours), load_file(str(FIXTURE / "golden.safetensors"))["pixel_values"]
@@ -140,3 +141,20 @@ def test_export_refuses_a_model_that_is_not_llava_shaped(run, tmp_path) -> None:
         export(run, tmp_path / "x", "llava", overrides=["model.encoder.pool=2"])
     with pytest.raises(ValueError, match="--format"):
         export(run, tmp_path / "y", "onnx")
+
+
+def test_siglip_tower_exports_with_every_token(tmp_path) -> None:
+    """SigLIP has no class token: strategy "full", and the processor adds no extra image token."""
+    tower = tmp_path / "siglip"
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                         image_size=56, patch_size=14)).save_pretrained(tower)
+    SiglipImageProcessor(size={"height": 56, "width": 56}).save_pretrained(tower)
+    hf = _export_and_compare({"weight": torch.randn(64, 32) * 0.1, "bias": torch.randn(64)}, FIXTURE / "vicuna",
+                             tmp_path, tower)
+    assert hf.config.vision_feature_select_strategy == "full"
+    processor = LlavaProcessor.from_pretrained(tmp_path / "hf")
+    from PIL import Image
+
+    enc = processor(text="<image>", images=Image.new("RGB", (56, 56)))
+    assert enc["input_ids"][0].count(hf.config.image_token_id) == 16
