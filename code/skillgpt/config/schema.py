@@ -79,6 +79,10 @@ class EncoderConfig:
     keep_cls: bool = True  # clip_tokens: keep the class token of each clip
     pool: int = 1  # clip_tokens: a g x g patch grid becomes round(g/pool) x round(g/pool)
     normalize_tokens: bool = True  # clip_tokens: apply the head's final LayerNorm
+    # eva_clip (MiniGPT-4/v2; checkpoint: eva_vit_g.pth, vision_layers/vision_heads/image_size as ViT-g's):
+    qformer: Optional[str] = None  # local BLIP-2 checkpoint (Q-Former, query_tokens, ln_vision); null: none
+    qformer_heads: int = 12  # Q-Former attention heads (BERT-base)
+    merge_tokens: int = 1  # without a Q-Former: this many consecutive patch tokens concatenated (MiniGPT-v2: 4)
     # Weights and compute dtype of this frozen encoder in training (whatever train.precision), eval,
     # inference and the feature cache: float32 | bfloat16 | float16. Its output is cast to the projector's.
     dtype: str = "float32"

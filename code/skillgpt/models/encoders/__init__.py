@@ -30,10 +30,17 @@ def _hf_video(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Modul
     return HFVideoEncoder(cfg, video, on_meta=on_meta)
 
 
+def _eva_clip(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Module:
+    from skillgpt.models.encoders.eva_clip import EvaClipEncoder
+
+    return EvaClipEncoder(cfg, video, on_meta=on_meta)
+
+
 ENCODERS: dict[str, Callable[[EncoderConfig, VideoConfig, bool], nn.Module]] = {
     "imagebind": _imagebind,
     "hf_image": _hf_image,  # CLIP / SigLIP vision tower per frame (model.encoder.path: local folder)
     "hf_video": _hf_video,  # VideoMAE / TimeSformer per clip (model.encoder.path: local folder)
+    "eva_clip": _eva_clip,  # EVA-CLIP ViT-g (+ BLIP-2 Q-Former) per frame: MiniGPT-4 / MiniGPT-v2 (LAVIS files)
 }
 
 

@@ -1,0 +1,189 @@
+"""EVA-CLIP ViT-g (+ BLIP-2 Q-Former): the visual path of MiniGPT-4 and MiniGPT-v2, per frame.
+
+Built on transformers' ``Blip2VisionModel`` / ``Blip2QFormerModel`` and loaded from the original LAVIS files
+(``model.encoder.checkpoint``: ``eva_vit_g.pth``; ``model.encoder.qformer``: a BLIP-2 checkpoint; see
+eva_clip_weights.py for the key layouts). What each frame gives, as in the originals' ``encode_img``:
+
+* with a Q-Former (MiniGPT-4): ``ln_vision(vit(x))`` is cross-attended by the learned queries:
+  ``num_query_token`` (32) tokens of the Q-Former width (768);
+* without (MiniGPT-v2, ``model.encoder.merge_tokens: 4``): ``ln_vision(vit(x))`` without the class token,
+  every ``merge_tokens`` consecutive patch tokens (row-major) concatenated: (grid^2 / 4) tokens of
+  4 x 1408 = 5632. ``ln_vision`` is then a fresh LayerNorm (weight 1, bias 0), as the original's frozen
+  one that no checkpoint holds.
+
+The architecture comes from the files (widths, patch size, Q-Former layers and cross-attention
+frequency) plus what they cannot tell: ``vision_layers`` (39 for ViT-g: blocks beyond it in the file are
+unused, as in LAVIS), ``vision_heads`` (16), ``qformer_heads`` (12) and ``image_size`` (224; 448 for
+MiniGPT-v2: the stored position grid is resized bicubically, as LAVIS ``interpolate_pos_embed``).
+The tokens are not a patch grid (layout: ``prefix`` tokens per frame, ``grid`` 0), so only per-token
+projectors (linear, mlp2x_gelu) fit them; ``keep_cls`` and ``pool`` do not apply (pool must be 1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
+
+from skillgpt.data.hf_preprocessing import processor_rules
+from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, read_state, vit_shape, vit_tensors, vit_to_hf
+from skillgpt.models.encoders.hf import _affine, _floats
+from skillgpt.models.layout import TokenLayout
+
+# BLIP-2's image processor (Blip2ImageEvalProcessor): OpenAI CLIP statistics.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+EVA_EPS = 1e-6  # eva_vit.py block norms
+LN_VISION_EPS = 1e-5  # ln_vision: a plain nn.LayerNorm
+BERT_EPS = 1e-12  # Q-Former (BERT) norms
+
+
+class EvaClipEncoder(nn.Module):
+    """``forward(video [B, S, C, T, H, W]) -> [B, S*T*n, D]``: n tokens per frame (see the module doc)."""
+
+    name = "eva_clip"
+
+    def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
+        super().__init__()
+        if cfg.output != "clip_tokens":
+            raise ValueError(f"model.encoder.output: eva_clip only yields tokens ('clip_tokens'), got {cfg.output!r}")
+        if int(cfg.pool) != 1:
+            raise ValueError(f"model.encoder.pool: eva_clip tokens are not a patch grid; expected 1, got {cfg.pool}")
+        if not cfg.checkpoint:
+            raise ValueError("model.encoder.checkpoint is not set: eva_clip loads the ViT from a local eva_vit_g.pth")
+        self.files = [Path(cfg.checkpoint).expanduser()] + ([Path(cfg.qformer).expanduser()] if cfg.qformer else [])
+        vit_path = self.files[0]
+        vit = vit_tensors(vit_path, read_state(vit_path))
+        qformer_state = read_state(self.files[1]) if cfg.qformer else None
+        if qformer_state is not None and any(k.startswith("visual_encoder.") for k in qformer_state):
+            vit = {**vit, **vit_tensors(self.files[1], qformer_state)}  # loaded after the ViT file, as the original
+        shape = vit_shape(vit_path, vit)
+        layers, image_size = int(cfg.vision_layers), int(cfg.image_size)
+        if not 1 <= layers <= shape["blocks"]:
+            raise ValueError(f"model.encoder.vision_layers: {layers}, but {vit_path} has {shape['blocks']} blocks")
+        if image_size % shape["patch"]:
+            raise ValueError(f"model.encoder.image_size {image_size} is not a multiple of the patch size {shape['patch']}")
+        self.image_size, self.grid = image_size, image_size // shape["patch"]
+        self.merge = int(cfg.merge_tokens)
+        vision_cfg = Blip2VisionConfig(hidden_size=shape["width"], intermediate_size=shape["mlp"],
+                                       num_hidden_layers=layers, num_attention_heads=int(cfg.vision_heads),
+                                       image_size=image_size, patch_size=shape["patch"], qkv_bias=True,
+                                       layer_norm_eps=EVA_EPS, hidden_act="gelu")
+        vision_state = vit_to_hf(vit_path, vit, layers, self.grid)
+        if qformer_state is None:
+            if self.merge < 1 or (self.grid * self.grid) % self.merge:
+                raise ValueError(f"model.encoder.merge_tokens: {self.merge} does not divide the {self.grid}x{self.grid} "
+                                 "patch tokens")
+            vision_state["post_layernorm.weight"] = torch.ones(shape["width"])
+            vision_state["post_layernorm.bias"] = torch.zeros(shape["width"])
+            self.tokens_per_frame = self.grid * self.grid // self.merge
+            self.out_dim = shape["width"] * self.merge
+            qformer_cfg = None
+        else:
+            if self.merge != 1:
+                raise ValueError(f"model.encoder.merge_tokens: {self.merge} with a Q-Former (model.encoder.qformer); "
+                                 "expected 1 (MiniGPT-4 feeds the query tokens as they are)")
+            qformer_hf, qs = qformer_to_hf(self.files[1], qformer_state)
+            if qs["encoder_width"] != shape["width"]:
+                raise ValueError(f"{self.files[1]}: the Q-Former cross-attends {qs['encoder_width']}-wide features, "
+                                 f"but the ViT {vit_path} is {shape['width']} wide")
+            vision_state["post_layernorm.weight"] = qformer_state["ln_vision.weight"].float()
+            vision_state["post_layernorm.bias"] = qformer_state["ln_vision.bias"].float()
+            qformer_cfg = Blip2QFormerConfig(hidden_size=qs["hidden"], num_hidden_layers=qs["layers"],
+                                             num_attention_heads=int(cfg.qformer_heads), intermediate_size=qs["intermediate"],
+                                             encoder_hidden_size=shape["width"], cross_attention_frequency=qs["cross_every"],
+                                             layer_norm_eps=BERT_EPS, hidden_act="gelu")
+            self.tokens_per_frame, self.out_dim = qs["queries"], qs["hidden"]
+        with torch.device("meta" if on_meta else "cpu"):
+            self.vision = Blip2VisionModel(vision_cfg)
+            self.vision.post_layernorm.eps = LN_VISION_EPS
+            self.qformer = Blip2QFormerModel(qformer_cfg) if qformer_cfg is not None else None
+            self.query_tokens = nn.Parameter(torch.zeros(1, self.tokens_per_frame, self.out_dim)) if qformer_cfg else None
+        if not on_meta:
+            self._load(vit_path, self.vision, vision_state)
+            if self.qformer is not None:
+                self._load(self.files[1], self.qformer, qformer_hf)
+                self.query_tokens.data.copy_(qformer_state["query_tokens"].float().reshape(self.query_tokens.shape))
+        data_rules = processor_rules(video.processor)
+        self.data_affine = data_rules.affine() if data_rules is not None else _affine(
+            _floats(video.mean, 3, "data.video.mean"), _floats(video.std, 3, "data.video.std"))
+        mean = cfg.mean if cfg.mean is not None else CLIP_MEAN
+        std = cfg.std if cfg.std is not None else CLIP_STD
+        self.model_affine = _affine(_floats(mean, 3, "model.encoder.mean"), _floats(std, 3, "model.encoder.std"))
+        self.requires_grad_(False)
+        super().train(False)
+
+    @staticmethod
+    def _load(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
+        expected = module.state_dict()
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise ValueError(f"{path}: no tensors for {missing[:8]}")
+        wrong = [f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
+                 if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            raise ValueError(f"{path}: tensors of the wrong shape ({'; '.join(wrong[:4])})")
+        module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+
+    def train(self, mode: bool = True) -> "EvaClipEncoder":
+        """The encoder is frozen: it always stays in eval mode."""
+        return super().train(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision.embeddings.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vision.embeddings.patch_embedding.weight.device
+
+    def weight_files(self) -> list[str]:
+        """The ViT file and, with a Q-Former, the BLIP-2 checkpoint."""
+        return [str(p) for p in self.files]
+
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> int:
+        return self.layout(num_clips, frames_per_clip, crops).num_tokens
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
+        """One group of ``tokens_per_frame`` non-spatial tokens per frame of every crop."""
+        return TokenLayout(groups=num_clips * crops * frames_per_clip, prefix=self.tokens_per_frame, grid=0)
+
+    def _prepare(self, frames: Tensor) -> Tensor:
+        """Frames [N, C, H, W] in the data's normalisation -> CLIP-normalised pixels of image_size."""
+        x = frames.to(device=self.device, dtype=torch.float32)
+        if self.data_affine != self.model_affine:
+            d_scale, d_offset, m_scale, m_offset = (
+                torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (*self.data_affine, *self.model_affine))
+            x = (x - d_offset) / d_scale * m_scale + m_offset
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return x.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_frames(self, pixels: Tensor) -> Tensor:
+        """CLIP-normalised frames [N, 3, S, S] -> tokens [N, tokens_per_frame, out_dim] (the originals' encode_img
+        before llama_proj)."""
+        embeds = self.vision(pixel_values=pixels).last_hidden_state  # ln_vision(vit(x))
+        if self.qformer is None:
+            patches = embeds[:, 1:]
+            return patches.reshape(patches.shape[0], self.tokens_per_frame, self.out_dim)
+        queries = self.query_tokens.expand(embeds.shape[0], -1, -1).to(embeds.dtype)
+        mask = torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=embeds,
+                            encoder_attention_mask=mask).last_hidden_state
+
+    @torch.no_grad()
+    def forward(self, video: Tensor, crops: int = 1) -> Tensor:
+        """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
+        if video.ndim == 5:
+            video = video.unsqueeze(1)
+        if video.ndim != 6 or crops < 1 or video.shape[1] % crops:
+            raise ValueError(f"expected video [B, S * crops, C, T, H, W] (crops={crops}), got {tuple(video.shape)}")
+        b, s, c, t = video.shape[:4]
+        frames = video.permute(0, 1, 3, 2, 4, 5).reshape(b * s * t, c, *video.shape[-2:])
+        tokens = self.encode_frames(self._prepare(frames))
+        return tokens.reshape(b, -1, self.out_dim)
