@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from skillgpt.checkpoint.importers import run_import
+from skillgpt.config import load_resolved
 from skillgpt.data.templates import tokenize_conversation
 from skillgpt.inference.assistant import SkillAssistant
 
@@ -107,11 +108,15 @@ def test_adapter_bin_and_projector_file(tmp_path, golden) -> None:
         "video.0.bias", "video.0.weight", "video.2.bias", "video.2.weight"]
 
 
-def test_linear_projector(tmp_path) -> None:
+def test_linear_projector_and_options(tmp_path) -> None:
     src = tmp_path / "mm_projector.bin"
     torch.save({"model.mm_projector.weight": torch.randn(64, 32), "model.mm_projector.bias": torch.randn(64)}, src)
-    run = run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
-    assert "name: linear" in (run / "checkpoint-0" / "config.yaml").read_text()
+    run = run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", encoder=FIXTURE / "clip",
+                     dtype="bfloat16", settings={"model.llm.max_length": 1024})
+    cfg = load_resolved(run / "checkpoint-0" / "config.yaml")
+    assert (cfg.model.projector.name, cfg.model.llm.dtype, cfg.model.llm.max_length) == ("linear", "bfloat16", 1024)
+    with pytest.raises(ValueError, match=r"unknown options \['lora_alpha'\]"):
+        run_import("llava", src, tmp_path / "run2", base_llm=FIXTURE / "vicuna", encoder=FIXTURE / "clip", lora_alpha=3)
 
 
 def test_bad_inputs_are_named(tmp_path) -> None:
@@ -143,7 +148,6 @@ def test_trained_tower_lora_is_refused(tmp_path) -> None:
 def test_imported_run_is_a_train_init_from_parent(tmp_path) -> None:
     """A later stage starts from the import: the recorded parent's projector and LoRA (merged) are loaded."""
     from skillgpt.checkpoint.lineage import record_lineage
-    from skillgpt.config import load_resolved
     from skillgpt.models.build import build_model
 
     run = run_import("llava", FIXTURE / "lora", tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")

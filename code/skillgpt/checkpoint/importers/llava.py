@@ -126,10 +126,14 @@ def _check_widths(src: Path, projector: dict[str, torch.Tensor], tower: Path, ba
 
 
 def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str | Path | None = None,
-                 dtype: str | None = None, **options: Any) -> Path:
-    """Import a LLaVA-1.5 projector (file or folder with mm_projector.bin) or LoRA run folder into run `out`."""
+                 dtype: str | None = None, settings: dict[str, Any] | None = None, **options: Any) -> Path:
+    """Import a LLaVA-1.5 projector (file or folder with mm_projector.bin) or LoRA run folder into run `out`.
+    Options: vision_tower (the CLIP folder; ``encoder`` is accepted for it), dtype (of the LLM and the
+    tower; default: the base LLM's), settings (config overrides)."""
+    vision_tower = vision_tower or options.pop("encoder", None)
     if options:
-        raise ValueError(f"--from llava: unknown options {sorted(options)} (known: vision_tower, dtype)")
+        raise ValueError(f"--from llava: unknown options {sorted(options)} (known: vision_tower, encoder, dtype, "
+                         "settings)")
     if base_llm is None or not (base_llm / "config.json").is_file():
         raise FileNotFoundError(f"--base-llm: LLaVA keeps only its trained parts; give the base LLM folder "
                                 f"(Vicuna v1.5) it was trained on ({base_llm or 'none given'} has no config.json)")
@@ -154,8 +158,8 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     llm_dtype = dtype or _default_dtype(base)
     if llm_dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {llm_dtype!r}")
-    settings = {
-        "preset": "llava-1.5",
+    layer = {
+        "preset": "llava-1.5", "run_name": out.name, "stage": 2,
         "model.encoder": {"name": "hf_image", "path": str(tower), "output": "clip_tokens", "pool": 1,
                           "select_layer": int(llava_cfg.get("mm_vision_select_layer", -2)),
                           "keep_cls": llava_cfg.get("mm_vision_select_feature", "patch") == "cls_patch",
@@ -165,7 +169,7 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
                       "max_length": int(llava_cfg.get("tokenizer_model_max_length") or 2048)},
         "data.video": {"num_clips": 1, "frames_per_clip": 1, "num_crops": 1, "resolution": size},
     }
-    cfg = make_config(settings, out)
+    cfg = make_config(layer, out, settings or {})
     source = {"system": "llava", "src": str(src.absolute()), "weights": str(path.absolute()), "projector": kind,
               "lora": adapter is not None, "vision_tower": str(tower), "base_llm": str(base),
               "image_aspect_ratio": llava_cfg.get("image_aspect_ratio")}
