@@ -31,9 +31,7 @@ from skillgpt.data.prompt import without_placeholders
 from skillgpt.hashing import file_sha256
 from skillgpt.serve.access import exposure_warnings, parse_auth, request_line
 from skillgpt.serve.chat import Conversation, describe_error
-from skillgpt.serve.uploads import (  # noqa: F401 (re-exported: the demo's upload rules)
-    EXTS, MB, VIDEO_EXTS, UploadRejected, check_upload, example_clips,
-)
+from skillgpt.serve.uploads import MB, UploadRejected, check_upload, example_clips
 
 if TYPE_CHECKING:
     from skillgpt.inference.assistant import Media, SkillAssistant
