@@ -21,10 +21,16 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "llava"
 TURNS = [{"from": "human", "value": "<image>\nWhat is the person doing?"}]
 
 
+def _import(src: Path, out: Path, **options) -> Path:
+    """run_import of the LLaVA fixture's base LLM and tower, in float32 (the golden logits are float32)."""
+    options = {"base_llm": FIXTURE / "vicuna", "vision_tower": FIXTURE / "clip", "dtype": "float32", **options}
+    return run_import("llava", src, out, **options)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
-    return run_import("llava", FIXTURE / "lora", root / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    return _import(FIXTURE / "lora", root / "run")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def _export_and_compare(projector: dict[str, torch.Tensor], base_llm: Path, tmp_
     logits of transformers' model against SkillGPT's; returns the exported model."""
     src = tmp_path / "mm_projector.bin"
     torch.save({f"model.mm_projector.{k}": v for k, v in projector.items()}, src)
-    run = run_import("llava", src, tmp_path / "run", base_llm=base_llm, vision_tower=tower)
+    run = _import(src, tmp_path / "run", base_llm=base_llm, vision_tower=tower)
     ours = SkillAssistant(run, device="cpu")
     hf = LlavaForConditionalGeneration.from_pretrained(export(run, tmp_path / "hf", "llava")).eval()
     ids, pixels = _prompt(ours), load_file(str(FIXTURE / "golden.safetensors"))["pixel_values"]
@@ -122,7 +128,7 @@ def test_merged_llm_generates_the_adapter_runs_tokens(run, ours, tmp_path) -> No
     with torch.no_grad():
         expected = ours.model.generate(ids, **greedy)[0].tolist()
         got = merged.generate(ids, attention_mask=torch.ones_like(ids), **greedy)[0, ids.shape[1]:].tolist()
-        base = AutoModelForCausalLM.from_pretrained(FIXTURE / "vicuna").eval()
+        base = AutoModelForCausalLM.from_pretrained(FIXTURE / "vicuna", dtype=torch.float32).eval()
         assert (base(ids).logits - merged(ids).logits).abs().max() > 1e-3  # the LoRA is really merged in
     assert got == expected
     projector = load_file(str(out / "skillgpt_projector.safetensors"))

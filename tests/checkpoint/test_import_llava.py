@@ -19,6 +19,12 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "llava"
 LLAVA_IMAGE = -200  # LLaVA's IMAGE_TOKEN_INDEX: one id per image in its prompt ids
 
 
+def _import(src: Path, out: Path, **options) -> Path:
+    """run_import of the LLaVA fixture's base LLM and tower, in float32 (the golden logits are float32)."""
+    options = {"base_llm": FIXTURE / "vicuna", "vision_tower": FIXTURE / "clip", "dtype": "float32", **options}
+    return run_import("llava", src, out, **options)
+
+
 @pytest.fixture(scope="module")
 def golden() -> dict[str, torch.Tensor]:
     return load_file(str(FIXTURE / "golden.safetensors"))
@@ -29,7 +35,7 @@ def imported(tmp_path_factory) -> dict[str, SkillAssistant]:
     root = tmp_path_factory.mktemp("llava")
     out = {}
     for case in ("projector", "lora"):
-        run = run_import("llava", FIXTURE / case, root / case, base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+        run = _import(FIXTURE / case, root / case)
         out[case] = SkillAssistant(run, device="cpu")
     return out
 
@@ -99,11 +105,10 @@ def test_adapter_bin_and_projector_file(tmp_path, golden) -> None:
     weights = load_file(str(lora / "adapter_model.safetensors"))
     (lora / "adapter_model.safetensors").unlink()
     torch.save(weights, lora / "adapter_model.bin")
-    run = run_import("llava", lora, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    run = _import(lora, tmp_path / "run")
     saved = load_file(str(run / "checkpoint-0" / "adapter" / "adapter_model.safetensors"))
     assert saved.keys() == {k for k in weights if ".vision_tower." not in k}  # untrained tower LoRA dropped
-    run2 = run_import("llava", FIXTURE / "projector" / "mm_projector.bin", tmp_path / "run2",
-                      base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    run2 = _import(FIXTURE / "projector" / "mm_projector.bin", tmp_path / "run2")
     assert sorted(load_file(str(run2 / "checkpoint-0" / "projector.safetensors"))) == [
         "video.0.bias", "video.0.weight", "video.2.bias", "video.2.weight"]
 
@@ -112,26 +117,30 @@ def test_linear_projector_and_options(tmp_path) -> None:
     src = tmp_path / "mm_projector.bin"
     torch.save({"model.mm_projector.weight": torch.randn(64, 32), "model.mm_projector.bias": torch.randn(64)}, src)
     run = run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", encoder=FIXTURE / "clip",
-                     dtype="bfloat16", settings={"model.llm.max_length": 1024})
+                     settings={"model.llm.max_length": 1024})
     cfg = load_resolved(run / "checkpoint-0" / "config.yaml")
-    assert (cfg.model.projector.name, cfg.model.llm.dtype, cfg.model.llm.max_length) == ("linear", "bfloat16", 1024)
+    # the dtype defaults to the base LLM's (float16, as Vicuna's config.json says)
+    assert (cfg.model.projector.name, cfg.model.llm.dtype, cfg.model.llm.max_length) == ("linear", "float16", 1024)
+    run = run_import("llava", src, tmp_path / "run3", base_llm=FIXTURE / "vicuna", encoder=FIXTURE / "clip",
+                     dtype="bfloat16")
+    assert load_resolved(run / "checkpoint-0" / "config.yaml").model.encoder.dtype == "bfloat16"
     with pytest.raises(ValueError, match=r"unknown options \['lora_alpha'\]"):
-        run_import("llava", src, tmp_path / "run2", base_llm=FIXTURE / "vicuna", encoder=FIXTURE / "clip", lora_alpha=3)
+        _import(src, tmp_path / "run2", lora_alpha=3)
 
 
 def test_bad_inputs_are_named(tmp_path) -> None:
     src = tmp_path / "mm_projector.bin"
     torch.save({"model.mm_projector.0.weight": torch.randn(64, 32), "model.embed_tokens.weight": torch.randn(3, 64)}, src)
     with pytest.raises(ValueError, match=r"unknown keys \['model.embed_tokens.weight'\].*missing keys"):
-        run_import("llava", src, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+        _import(src, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="vision tower.*clip-vit-tiny-56"):
         run_import("llava", FIXTURE / "projector", tmp_path / "run", base_llm=FIXTURE / "vicuna")
     with pytest.raises(FileNotFoundError, match="--base-llm"):
-        run_import("llava", FIXTURE / "projector", tmp_path / "run", vision_tower=FIXTURE / "clip")
+        run_import("llava", FIXTURE / "projector", tmp_path / "run", vision_tower=FIXTURE / "clip", dtype="float32")
     wide = tmp_path / "wide.bin"
     torch.save({"model.mm_projector.weight": torch.randn(64, 48), "model.mm_projector.bias": torch.randn(64)}, wide)
     with pytest.raises(ValueError, match="maps 48 -> 64.*32 wide"):
-        run_import("llava", wide, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+        _import(wide, tmp_path / "run")
 
 
 def test_trained_tower_lora_is_refused(tmp_path) -> None:
@@ -142,7 +151,7 @@ def test_trained_tower_lora_is_refused(tmp_path) -> None:
     weights[key] = torch.ones_like(weights[key])
     save_file(weights, str(lora / "adapter_model.safetensors"))
     with pytest.raises(ValueError, match="LoRA on the vision tower was trained"):
-        run_import("llava", lora, tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+        _import(lora, tmp_path / "run")
 
 
 def test_imported_run_is_a_train_init_from_parent(tmp_path) -> None:
@@ -150,7 +159,7 @@ def test_imported_run_is_a_train_init_from_parent(tmp_path) -> None:
     from skillgpt.checkpoint.lineage import record_lineage
     from skillgpt.models.build import build_model
 
-    run = run_import("llava", FIXTURE / "lora", tmp_path / "run", base_llm=FIXTURE / "vicuna", vision_tower=FIXTURE / "clip")
+    run = _import(FIXTURE / "lora", tmp_path / "run")
     cfg = load_resolved(run / "checkpoint-0" / "config.yaml")
     cfg.train.init_from = str(run)
     cfg = record_lineage(cfg, tmp_path / "stage")
