@@ -23,3 +23,28 @@ def test_train_script_launches_stage_with_deepspeed(tiny_workspace, tmp_path: Pa
 def test_train_script_rejects_unknown_stage() -> None:
     done = subprocess.run(["bash", "scripts/train.sh", "7"], cwd=REPO, env=ENV, capture_output=True, text=True)
     assert done.returncode == 2 and "config/stage_7.yaml not found" in done.stderr
+
+
+def test_train_script_from_another_folder_keeps_paths_there(tmp_path: Path) -> None:
+    """Run from elsewhere, the stage config is the repository's but output_dir (and so resuming), data and
+    init_from resolve in the caller's folder: the repository's own ckpt/ run is never continued."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "deepspeed").write_text(  # stands in for the launcher: reports where and what it would train
+        f"#!/bin/sh\nshift\nexec {sys.executable} - \"$@\" <<'PY'\n"
+        "import os, sys\nfrom pathlib import Path\nfrom skillgpt.config import load_config\n"
+        "args = sys.argv[1:]\nassert args[:2] == ['--module', 'skillgpt.cli'] and args[2] == 'train', args\n"
+        "cfg = load_config(args[3], args[4:])\n"
+        "print(os.getcwd(), Path(cfg.train.output_dir).resolve(), cfg.train.deepspeed_config, args[3], sep='|')\nPY\n")
+    (fake / "deepspeed").chmod(0o755)
+    caller = tmp_path / "elsewhere"
+    caller.mkdir()
+    env = {**ENV, "PATH": f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}",
+           "PYTHONPATH": str(REPO / "code")}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "train.sh"), "2", "preset=tiny"], cwd=caller, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cwd, output_dir, ds_config, config = done.stdout.strip().splitlines()[-1].split("|")
+    assert Path(cwd) == caller and Path(output_dir) == caller / "ckpt" / "tiny" / "stage_2"
+    assert Path(ds_config) == REPO / "dsconfig" / "stage_2.json" and Path(config) == REPO / "config" / "stage_2.yaml"
+    assert "paths are relative to" in done.stderr
