@@ -358,3 +358,91 @@ def test_self_questioning_template_also_supervises_the_questions(tok: PreTrained
     assert text.endswith("</s>USER:")  # no trailing space: the model generates " What ..." itself
     with pytest.raises(ValueError, match="does not learn to ask questions"):
         tokenize_conversation(conv("<video>\n"), tok, "vicuna_v1", {"<video>": 3}, BIG, question_prompt=True)
+
+
+# --------------------------------------------------------------------------- ancestors' templates (issue 17)
+
+from types import SimpleNamespace  # noqa: E402
+
+from skillgpt.data.templates import MINIGPT4_SYSTEM, llm_template  # noqa: E402
+
+ANCESTORS = ["pandagpt", "minigpt4", "minigpt4_llama2", "minigpt_v2"]
+
+
+def _pieces(name: str, msgs: list[dict[str, str]], tokenizer, gen: bool = False) -> list[tuple[str, bool]]:
+    return get_template(name).pieces(normalize_messages(msgs), tokenizer, gen)
+
+
+@pytest.mark.parametrize("name,expected", [
+    # PandaGPT openllama.py: PROMPT_START, '</Img> ' + q + '\n### Assistant:', a + '\n###', 'Human: ' + q + ...
+    ("pandagpt", [("### Human: <Img>", False), ("<image>", False), ("</Img> What is it?\n### Assistant:", False),
+                  ("A cat.\n###", True), ("Human: Why?\n### Assistant:", False), ("It purrs.\n###", True)]),
+    # MiniGPT-4 '###Human: {} ###Assistant: ' + answer + '###'; later questions '<s>' + the template
+    ("minigpt4", [("###Human: <Img>", False), ("<image>", False), ("</Img> What is it? ###Assistant: ", False),
+                  ("A cat.###", True), ("<s>###Human: Why? ###Assistant: ", False), ("It purrs.###", True)]),
+    ("minigpt4_llama2", [("[INST] <Img>", False), ("<image>", False), ("</Img> What is it? [/INST] ", False),
+                         ("A cat.</s>", True), ("<s>[INST] Why? [/INST] ", False), ("It purrs.</s>", True)]),
+    ("minigpt_v2", [("[INST] <Img>", False), ("<image>", False), ("</Img> What is it? [/INST]", False),
+                    ("A cat.</s>", True), ("<s>[INST] Why? [/INST]", False), ("It purrs.</s>", True)]),
+])
+def test_ancestor_training_pieces(tok: PreTrainedTokenizerFast, name: str, expected: list) -> None:
+    msgs = conv("<image>\nWhat is it?", "A cat.", "Why?", "It purrs.")
+    assert _pieces(name, msgs, tok) == expected
+
+
+@pytest.mark.parametrize("name,expected", [
+    # PandaGPT web_demo.py: history 'q\n### Assistant: a\n###' + ' Human: q2' inside '</Img> ' ... '\n### Assistant:'
+    ("pandagpt", "### Human: <Img><image></Img> What is it?\n### Assistant: A cat.\n### Human: Why?\n### Assistant:"),
+    # MiniGPT-4 conversation.py CONV_VISION_Vicuna0 / CONV_VISION_LLama2, demo_v2.py CONV_VISION
+    ("minigpt4", MINIGPT4_SYSTEM + "###Human: <Img><image></Img> What is it?###Assistant: A cat.###Human: Why?"
+                 "###Assistant: "),
+    ("minigpt4_llama2", MINIGPT4_SYSTEM + "<s>[INST] <Img><image></Img> What is it? [/INST] A cat.<s>[INST] Why? [/INST] "),
+    ("minigpt_v2", "<s>[INST] <Img><image></Img> What is it? [/INST]A cat.<s>[INST] Why? [/INST]"),
+])
+def test_ancestor_generation_prompt(tok: PreTrainedTokenizerFast, name: str, expected: str) -> None:
+    text, spans = render(name, conv("<image>\nWhat is it?", "A cat.", "Why?"), tok, add_generation_prompt=True)
+    assert text == expected and spans == []
+
+
+@pytest.mark.parametrize("name", ANCESTORS)
+def test_ancestor_pieces_are_tokenized_separately(name: str) -> None:
+    """A SentencePiece-style tokenizer starts every piece with its word marker, as the originals' separate
+    tokenizer calls do; the supervised tokens are exactly each answer piece's."""
+    metaspace = tokenizer_for("metaspace")
+    msgs = conv("<image>\nWhat is it?", "A cat.", "Why?", "It purrs.")
+    out = tokenize_conversation(msgs, metaspace, name, {"<image>": 2}, BIG)
+    expected: list[int] = [metaspace.bos_token_id]
+    for text, _ in _pieces(name, msgs, metaspace):
+        expected += [PLACEHOLDERS[text]] * 2 if text in PLACEHOLDERS else metaspace(text, add_special_tokens=False).input_ids
+    assert out["input_ids"] == expected
+    answers = [t for t, sup in _pieces(name, msgs, metaspace) if sup]
+    assert supervised_runs(out) == [metaspace(a, add_special_tokens=False).input_ids for a in answers]
+
+
+@pytest.mark.parametrize("name", ANCESTORS)
+def test_ancestor_without_media_and_stops(tok: PreTrainedTokenizerFast, name: str) -> None:
+    pieces = _pieces(name, conv("Hello?", "Hi."), tok)
+    assert "<Img>" not in "".join(t for t, _ in pieces) and pieces[-1] == (pieces[-1][0], True)
+    assert trim_reply(name, "Fine." + get_template(name).stop_strings(tok)[0] + " Human: more", tok) == "Fine."
+
+
+@pytest.mark.parametrize("name", TEXT_TEMPLATES + ANCESTORS + ["chat_template"])
+def test_system_prompt_setting_applies_to_every_template(chatml: PreTrainedTokenizerFast, name: str) -> None:
+    msgs = conv("<image>\nWhat is it?", "A cat.")
+    template = llm_template(SimpleNamespace(template=name, system_prompt="You judge skill."))
+    text, _ = render(template, msgs, chatml)
+    assert "You judge skill." in text
+    gen, _ = render(template, msgs[:1], chatml, add_generation_prompt=True)
+    assert "You judge skill." in gen
+    assert llm_template(SimpleNamespace(template=name, system_prompt=None)) is get_template(name)
+    # a conversation's own system turn wins over the setting
+    own, _ = render(template, conv("<image>\nWhat is it?", "A cat.", system="Own."), chatml)
+    assert "Own." in own and "You judge skill." not in own
+
+
+@pytest.mark.parametrize("name,default", [("vicuna_v0", "A chat between"), ("minigpt4", "Give the following image")])
+def test_empty_system_prompt_removes_the_default(tok: PreTrainedTokenizerFast, name: str, default: str) -> None:
+    msgs = conv("<image>\nWhat is it?")
+    assert default in render(name, msgs, tok, add_generation_prompt=True)[0]
+    empty = llm_template(SimpleNamespace(template=name, system_prompt=""))
+    assert default not in render(empty, msgs, tok, add_generation_prompt=True)[0]
