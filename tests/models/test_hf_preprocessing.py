@@ -27,7 +27,8 @@ from transformers import (
 
 from skillgpt.config.schema import EncoderConfig, VideoConfig
 from skillgpt.data.hf_preprocessing import preprocess_frames, read_rules
-from skillgpt.data.video import load_video, preprocessing_signature
+from skillgpt.data.cached_features import preprocessing_signature
+from skillgpt.data.video import load_video
 
 REPO = Path(__file__).resolve().parents[2]
 MEDIA = REPO / "tests" / "fixtures" / "preprocessing"

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from skillgpt.config.schema import Config
+from skillgpt.config.schema import Config, VideoConfig
 from skillgpt.data.feature_cache import CacheError, FeatureCache, sha256_file
 from skillgpt.data.media import MediaItem, load_media
-from skillgpt.data.video import preprocessing_signature
+from skillgpt.data.hf_preprocessing import processor_rules
+from skillgpt.data.video import PREPROCESSING
 
 # Encoder settings that never change the features (where the weights are read from is covered by the
 # weight files' content hashes instead).
@@ -28,6 +29,13 @@ def _encoder_signature(enc_cfg: Any, encoder: nn.Module, hashes: dict[str, str])
             hashes[f] = sha256_file(f)
         weights.append(hashes[f])
     return {"settings": settings, "weights": weights, "dtype": str(encoder.dtype)}
+
+
+def preprocessing_signature(video: VideoConfig) -> str | dict[str, Any]:
+    """What the pixels of videos and images are made with: ``PREPROCESSING`` (ImageBind's reference) or
+    the resolved Hugging Face processor rules of ``data.video.processor`` (its settings, not its path)."""
+    rules = processor_rules(video.processor)
+    return PREPROCESSING if rules is None else rules.signature()
 
 
 def feature_signature(cfg: Config, model: nn.Module) -> dict[str, Any]:

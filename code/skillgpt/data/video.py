@@ -298,10 +298,3 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     if (rules := processor_rules(cfg.processor)) is not None:  # a Hugging Face model's own pixel rules
         return preprocess_clips(frames, clips, wanted, rules, cfg.num_crops)
     return preprocess(frames, clips, wanted, cfg)
-
-
-def preprocessing_signature(cfg: VideoConfig) -> str | dict:
-    """What the pixels of videos and images are made with, for the feature-cache signature:
-    ``PREPROCESSING`` (ImageBind's reference) or the resolved Hugging Face processor rules."""
-    rules = processor_rules(cfg.processor)
-    return PREPROCESSING if rules is None else rules.signature()
