@@ -57,7 +57,7 @@ def _eval(args: argparse.Namespace) -> None:
     from skillgpt.checkpoint.flags import location_overrides
 
     evaluate(args.ckpt, split=args.split, out_dir=args.out, limit=args.limit, generate=not args.no_generate,
-             overrides=location_overrides(args) + args.overrides)
+             overrides=location_overrides(args) + args.overrides, motion_free=not args.no_motion_free)
 
 
 def _infer(args: argparse.Namespace) -> None:
@@ -157,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")
     p.add_argument("--split", default=None, help="train | val | test (default: eval.split)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", default=None, help="results folder (default: CKPT/eval/<split>-<data file>-<settings "
+                   "hash>, one per data file and settings)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
     p.add_argument("--no-generate", action="store_true", help="skip free-text generation (likelihood only)")
+    p.add_argument("--no-motion-free", action="store_true", help="skip the motion-free baseline (every sample "
+                   "scored again with one repeated frame per clip; default: scored)")
     p.add_argument("overrides", nargs="*", help="key=value changes to the checkpoint's config, e.g. data.test=FILE "
                    "eval.views=[ego,exo1,exo2] eval.view_groups.Exo=[exo1,exo2]")
     add_location_flags(p, generic=False)

@@ -218,7 +218,7 @@ def plan_split(split: str, n_per_level: int, seed: int, beats: int, num_frames: 
         # the first view is the main video; every other view is a static camera on the same frames
         cameras = {v: sample_camera(_rng(seed, split, k, 3 + i), size) for i, v in enumerate((views or [])[1:])}
         plan.append({"id": vid, "split": split, "video": f"videos/{split}/{vid}.mp4", "scenario": scenario,
-                     "label": level, "flaws": flaws, "phases": phases.tolist(),
+                     "label": level, "beats": beats, "flaws": flaws, "phases": phases.tolist(),
                      "caption": caption(scenario, flaws, beats, text),
                      "feedback": feedback(scenario, flaws, beats, text), "scene": scene,
                      "views": {**({views[0]: f"videos/{split}/{vid}.mp4"} if views else {}),
@@ -253,6 +253,8 @@ def _render_all(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Non
 def _skill_record(p: dict[str, Any]) -> dict[str, Any]:
     turns = [("human", QUESTION), ("gpt", p["label"]), ("human", FOLLOW_UP), ("gpt", p["feedback"])]
     return {"id": p["id"], "video": p["video"], "scenario": p["scenario"], "label": p["label"],
+            "beats": p["beats"],
+            "flaws": [{"beat": f["beat"], "type": f["type"]} for f in p["flaws"]],
             "conversations": [{"from": who, "value": text} for who, text in turns]}
 
 

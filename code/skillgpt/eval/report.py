@@ -5,14 +5,6 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-RATE_COLUMNS = [
-    ("top1", "top-1"),
-    ("majority_baseline", "majority"),
-    ("generated_accuracy", "gen-acc"),
-    ("mean_gold_prob", "p(gold)"),
-]
-
-
 def _pct(value: Optional[float]) -> str:
     """A rate as a percentage with one decimal, '-' when undefined."""
     return "-" if value is None else f"{100.0 * value:.1f}%"
@@ -30,14 +22,62 @@ def _grid(rows: list[list[str]], right_from: int = 1) -> str:
     return "\n".join(lines)
 
 
+def _groups(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+    """(name, stats, motion-free stats) per scenario, then 'all'."""
+    free = summary.get("motion_free") or {}
+    per_free = free.get("per_scenario", {})
+    return [(n, st, per_free.get(n, {})) for n, st in summary["per_scenario"].items()] + [("all", summary, free)]
+
+
+def _num(value: Optional[float], digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def scenario_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Level table rows: n, top-1, majority, motion-free top-1 (when scored), gen-acc, p(gold)."""
+    free = "motion_free" in summary
+    rows = [["scenario", "n", "top-1", "majority"] + (["motion-free"] if free else []) + ["gen-acc", "p(gold)"]]
+    for name, st, mf in _groups(summary):
+        rows.append([name, str(st["n"]), _pct(st.get("top1")), _pct(st.get("majority_baseline"))]
+                    + ([_pct(mf.get("top1"))] if free else [])
+                    + [_pct(st.get("generated_accuracy")), _pct(st.get("mean_gold_prob"))])
+    return rows
+
+
+def feedback_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Feedback table rows: flaw-mix exact match beside its majority and motion-free baselines, lost-beats
+    error, BLEU-4 and chrF of the generated feedback."""
+    free = "motion_free" in summary
+    rows = [["scenario", "n", "flaw-exact", "majority"] + (["motion-free"] if free else [])
+            + ["lost-beats MAE", "BLEU-4", "chrF"]]
+    for name, st, mf in _groups(summary):
+        rows.append([name, str(st.get("flaw_n", 0)), _pct(st.get("flaw_exact")), _pct(st.get("flaw_majority"))]
+                    + ([_pct(mf.get("flaw_exact"))] if free else [])
+                    + [_num(st.get("lost_beats_mae")), _num(st.get("bleu4"), 1), _num(st.get("chrf"), 1)])
+    return rows
+
+
+def flaw_type_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Per flaw type: true count, precision and recall of the flaws the feedback names."""
+    rows = [["flaw type", "true", "precision", "recall"]]
+    for kind, st in summary.get("per_type", {}).items():
+        rows.append([kind, str(st["true"]), _pct(st["precision"]), _pct(st["recall"])])
+    return rows
+
+
+def format_flaw_baseline(summary: Mapping[str, Any]) -> str:
+    """Which flaw mix the feedback majority baseline names, and where it came from."""
+    base = summary.get("flaw_baseline") or {}
+    if base.get("mix") is None:
+        return "feedback majority baseline: none (no train-split samples with flaws)"
+    mix = ", ".join(f"{k} {v}" for k, v in base["mix"].items())
+    return (f"feedback majority mix: {mix} (most frequent in the {base['source']}; 'majority' = always naming "
+            f"it, lost-beats MAE {_num(base.get('lost_beats_mae'))})")
+
+
 def format_scenarios(summary: Mapping[str, Any]) -> str:
-    """Per-scenario table with an 'all' row; the majority baseline sits beside top-1."""
-    header = ["scenario", "n"] + [title for _, title in RATE_COLUMNS]
-    rows = [header]
-    groups = list(summary["per_scenario"].items()) + [("all", summary)]
-    for name, stats in groups:
-        rows.append([name, str(stats["n"])] + [_pct(stats.get(key)) for key, _ in RATE_COLUMNS])
-    return _grid(rows)
+    """Per-scenario table with an 'all' row; the majority (and motion-free) baseline sits beside top-1."""
+    return _grid(scenario_rows(summary))
 
 
 def format_confusion(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
@@ -69,6 +109,12 @@ def format_baseline(summary: Mapping[str, Any]) -> str:
             f"{origin.get('n')} labelled samples; 'majority' = always predicting it)")
 
 
+def format_feedback(summary: Mapping[str, Any]) -> str:
+    """The feedback tables: flaw mix per scenario and precision/recall per flaw type."""
+    return "\n".join(["feedback (the generated answer to the follow-up question, against the sample's flaws)",
+                      _grid(feedback_rows(summary)), format_flaw_baseline(summary), "", _grid(flaw_type_rows(summary))])
+
+
 def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
     """Full plain-text report: per-view and fused top-1 (when scored), per-scenario metrics, baseline
     origin, confusion."""
@@ -77,6 +123,7 @@ def format_table(summary: Mapping[str, Any], labels: Sequence[str]) -> str:
         format_scenarios(summary),
         format_baseline(summary),
         "",
+        *([format_feedback(summary), ""] if summary.get("flaw_n") else []),
         "confusion (rows = gold, cols = ranked prediction)",
         format_confusion(summary, labels),
     ]
@@ -126,8 +173,11 @@ def write_results(
     records: Sequence[Mapping[str, Any]],
     labels: Sequence[str],
     out_dir: str | Path,
+    run: Optional[Mapping[str, Any]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Path]:
-    """Write results.json, confusion.txt (full text report) and confusion.png into `out_dir`."""
+    """Write results.json (`run` provenance, summary, records, `extra` lists), results.md, confusion.txt
+    (full text report) and confusion.png into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -135,17 +185,24 @@ def write_results(
         "confusion_txt": out / "confusion.txt",
         "confusion_png": out / "confusion.png",
     }
-    payload = {"labels": list(labels), "summary": summary, "records": list(records)}
+    payload = {"run": dict(run or {}), "labels": list(labels), "summary": summary, "records": list(records),
+               **dict(extra or {})}
     paths["results_json"].write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     paths["confusion_txt"].write_text(format_table(summary, labels), encoding="utf-8")
-    rows = [["scenario", "n"] + [t for _, t in RATE_COLUMNS]]
-    for name, stats in list(summary["per_scenario"].items()) + [("all", summary)]:
-        rows.append([name, str(stats["n"])] + [_pct(stats.get(k)) for k, _ in RATE_COLUMNS])
+    rows = scenario_rows(summary)
     if summary.get("view_top1"):
-        rows += [[f"{n} ({kind})", "", _pct(r), _pct(summary.get("majority_baseline")), "", ""]
+        pad = [""] * (len(rows[0]) - 4)
+        rows += [[f"{n} ({kind})", "", _pct(r), _pct(summary.get("majority_baseline")), *pad]
                  for kind in ("views", "fused") for n, r in summary["view_top1"][kind].items()]
+    parts = [markdown_table(rows), format_baseline(summary)]
+    if summary.get("flaw_n"):
+        parts += [markdown_table(feedback_rows(summary)), format_flaw_baseline(summary),
+                  markdown_table(flaw_type_rows(summary))]
+    if run:
+        parts.append(f"data: {run.get('data')}; checkpoint: {run.get('checkpoint')}; settings: "
+                     f"{json.dumps(run.get('settings'))}; finished {run.get('finished_utc')} ({run.get('seconds')} s)")
     paths["results_md"] = out / "results.md"
-    paths["results_md"].write_text(markdown_table(rows) + "\n\n" + format_baseline(summary) + "\n", encoding="utf-8")
+    paths["results_md"].write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     save_confusion_png(summary, labels, paths["confusion_png"])
     return paths
 
@@ -171,11 +228,12 @@ def format_task(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_task_results(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> Path:
-    """results.json (summary + records) and results.md (the summary table) in `out_dir`."""
+def write_task_results(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]], out_dir: str | Path,
+                       run: Optional[Mapping[str, Any]] = None) -> Path:
+    """results.json (`run` provenance, summary + records) and results.md (the summary table) in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"summary": summary, "records": list(records)}
+    payload = {"run": dict(run or {}), "summary": summary, "records": list(records)}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     (out / "results.md").write_text(format_task(summary) + "\n", encoding="utf-8")
     return out / "results.json"

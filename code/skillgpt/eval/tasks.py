@@ -7,7 +7,9 @@
   score; Spearman's rho (scipy) and relative L2 (x100, range from the ground truth) as in the AQA papers,
   over the answers that hold a number; the others are counted (``unparsed``) and named by id.
 - ``feedback``: the last assistant turn of each conversation is generated from the turns before it
-  and compared with the reference by corpus BLEU-4 and chrF (sacrebleu).
+  and compared with the reference by corpus BLEU-4 and chrF (sacrebleu); samples with structured
+  ``flaws`` also get the flaw metric (``eval.flaws``: flaw-mix exact match, lost-beats error, per-type
+  precision/recall). The turns before it are the reference's (the gold level is in the context).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Optional, Sequence
 from tqdm import tqdm
 
 from skillgpt.data.prompt import eval_question
+from skillgpt.eval.flaws import flaw_record, flaw_stats, flaw_types, has_flaws
 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
@@ -114,7 +117,11 @@ def _feedback(assistant: Any, s: dict[str, Any], media: Any, where: str, generat
     if context and context[0].get("from") in ("human", "user"):
         context = [{**context[0], "value": assistant.with_placeholders(context[0]["value"], media)}, *context[1:]]
     answer = assistant.reply(context, media, max_new_tokens=assistant.cfg.eval.max_new_tokens) if generate else ""
-    return {"id": str(s.get("id")), "reference": reference, "generated": answer}
+    record = {"id": str(s.get("id")), "scenario": str(s.get("scenario", "all")), "reference": reference,
+              "generated": answer}
+    if has_flaws(s) and generate:
+        record.update(flaw_record(answer, s, flaw_types([s]), where))
+    return record
 
 
 def task_summary(task: str, records: list[dict[str, Any]], option_scoring: str) -> dict[str, Any]:
@@ -126,8 +133,11 @@ def task_summary(task: str, records: list[dict[str, Any]], option_scoring: str) 
     if task == "score":
         return {"task": task, **score_metrics([r["gold"] for r in records], [r["pred"] for r in records],
                                               [r["id"] for r in records])}
-    return {"task": task, "n": len(records),
-            **text_metrics([r["generated"] for r in records], [r["reference"] for r in records])}
+    out = {"task": task, "n": len(records),
+           **text_metrics([r["generated"] for r in records], [r["reference"] for r in records])}
+    if any(r.get("flaws_gold") is not None for r in records):
+        out.update(flaw_stats(records))  # flaw_n, flaw_exact, lost_beats_mae, per_type (eval.flaws)
+    return out
 
 
 def run_task(assistant: Any, samples: list[dict[str, Any]], root: Path, path: str,
