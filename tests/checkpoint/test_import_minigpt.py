@@ -77,9 +77,9 @@ def test_minigpt_v2_prompt_ids_with_the_originals_tokenizer(imported, path) -> N
     assert _as_fixture(_ids(imported["minigpt_v2"], "minigpt_v2", path, legacy)) == golden[f"input_ids_{path}"].tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="the fixture LLM's tokenizer_config.json has legacy: false (as Llama-2's "
-                   "has) and the minigpt_v2 template tokenizes '{bos}[INST] ' as one piece: the marker after <s> "
-                   "is missing (reported to the template owner)")
+@pytest.mark.xfail(strict=True, reason="the fixture LLM's tokenizer_config.json says legacy: false and the "
+                   "minigpt_v2 template tokenizes '{bos}[INST] ' as one piece: the word-start marker after <s> is "
+                   "missing (template issue, reported)")
 def test_minigpt_v2_prompt_ids_with_the_llms_own_tokenizer(imported) -> None:
     golden, _ = _golden("minigpt_v2")
     assert _as_fixture(_ids(imported["minigpt_v2"], "minigpt_v2", "generation")) == golden["input_ids_generation"].tolist()

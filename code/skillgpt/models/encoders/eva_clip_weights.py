@@ -34,6 +34,8 @@ _VIT_TOP_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_emb
 # eva_vit.py modules the original never builds (use_mean_pooling=False, no head): present in some files,
 # ignored by its load_state_dict(strict=False) as here.
 _VIT_UNUSED = ("norm.", "fc_norm.", "head.", "mask_token", "rel_pos_bias.")
+# block parts of eva_vit.py that LAVIS' settings do not build (no relative position bias, no layer scale)
+_VIT_BLOCK_UNUSED = ("attn.relative_position_bias_table", "attn.relative_position_index", "gamma_1", "gamma_2")
 _QF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _QF_USED = ("attention.", "crossattention.", "intermediate_query.", "output_query.")
 
@@ -70,7 +72,7 @@ def vit_tensors(path: Path, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     if any(k.startswith(VIT_PREFIX) for k in state):
         state = {k[len(VIT_PREFIX):]: v for k, v in state.items() if k.startswith(VIT_PREFIX)}
     unknown = sorted(k for k in state if not (k in _VIT_TOP_KEYS or k.startswith(_VIT_UNUSED) or (
-        (m := _BLOCK.match(k)) and m.group(2) in _VIT_BLOCK_KEYS)))
+        (m := _BLOCK.match(k)) and m.group(2) in _VIT_BLOCK_KEYS + _VIT_BLOCK_UNUSED)))
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown[:8]} (expected LAVIS eva_vit.py keys: cls_token, pos_embed, "
                          "patch_embed.proj.*, blocks.N.*)")
