@@ -103,7 +103,8 @@ def _vision_tower(llava_cfg: dict[str, Any], given: str | Path | None, src: Path
     if folder is None or not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"{src}: the vision tower ({named or 'a CLIP ViT-L/14-336'}) is needed as a local Hugging Face "
-            f"folder: pass vision_tower=DIR (--vision-tower); {folder or 'none given'} has no config.json")
+            f"folder: pass it with --encoder DIR (option encoder= or vision_tower=); {folder or 'none given'} "
+            "has no config.json")
     return folder.absolute()
 
 
