@@ -1,5 +1,6 @@
-"""PandaGPT import: the original's tiny delta checkpoint (tests/fixtures/pandagpt, made by PandaGPT's own code)
-scored through SkillGPT reproduces the original's logits and prompt ids, for training and generation."""
+"""PandaGPT and NExT-GPT (encoder side) import: the originals' tiny delta checkpoints (tests/fixtures/pandagpt,
+tests/fixtures/nextgpt, made by PandaGPT's own code; see their READMEs) scored through SkillGPT reproduce the
+originals' logits and prompt ids, for training and generation."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from skillgpt.inference.assistant import SkillAssistant
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 PANDA = FIX / "pandagpt"
+FIXTURES = {"pandagpt": PANDA, "nextgpt": FIX / "nextgpt"}  # NExT-GPT's delta is for the same tiny base LLM
 IB = FIX / "imagebind"
 ATOL = 1e-4
 # the tiny ImageBind of tests/fixtures/imagebind (PandaGPT's image path runs its vision branch)
@@ -24,10 +26,15 @@ SMALL_IMAGEBIND = {"model.encoder": {"vision_width": 64, "vision_layers": 2, "vi
                    "model.llm.dtype": "float32"}
 
 
+@pytest.fixture(scope="module", params=sorted(FIXTURES))
+def system(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pandagpt") / "run"
-    return run_import("pandagpt", PANDA / "pytorch_model.pt", out, PANDA / "vicuna-tiny",
+def imported(system: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp(system) / "run"
+    return run_import(system, FIXTURES[system] / "pytorch_model.pt", out, PANDA / "vicuna-tiny",
                       encoder=str(IB / "imagebind_small_weights.safetensors"), settings=SMALL_IMAGEBIND)
 
 
@@ -37,8 +44,8 @@ def assistant(imported: Path) -> SkillAssistant:
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, torch.Tensor]:
-    return load_file(str(PANDA / "reference.safetensors"))
+def reference(system: str) -> dict[str, torch.Tensor]:
+    return load_file(str(FIXTURES[system] / "reference.safetensors"))
 
 
 def _image() -> torch.Tensor:
@@ -130,3 +137,18 @@ def test_pickled_code_is_not_executed(tmp_path: Path) -> None:
     torch.save({"llama_proj.weight": Evil()}, path)
     with pytest.raises(ValueError, match="without running pickled code"):
         run_import("pandagpt", path, tmp_path / "c", PANDA / "vicuna-tiny")
+
+
+def test_nextgpt_vocabulary_and_skipped_output_projectors(tmp_path: Path) -> None:
+    run = run_import("nextgpt", FIXTURES["nextgpt"] / "pytorch_model.pt", tmp_path / "run", PANDA / "vicuna-tiny",
+                     encoder=str(IB / "imagebind_small_weights.safetensors"), settings=SMALL_IMAGEBIND)
+    ckpt = run / "checkpoint-0"
+    info = json.loads((ckpt / "import.json").read_text())
+    assert info["not_imported"] and all(k.startswith("gen_text_hidden_fcs") for k in info["not_imported"])
+    from skillgpt.config import load_resolved
+    from skillgpt.models.llm import load_tokenizer
+
+    cfg = load_resolved(ckpt / "config.yaml")
+    assert Path(cfg.model.llm.path) == (ckpt / "base-llm").absolute()
+    tok = load_tokenizer(cfg.model.llm.path)
+    assert len(tok) == 600 + 38 and len(tok("[VID23]", add_special_tokens=False).input_ids) == 1

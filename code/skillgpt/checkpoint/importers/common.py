@@ -1,5 +1,5 @@
 """What every importer shares: reading original files safely, checking their keys, and writing a complete
-SkillGPT checkpoint (config.yaml, projector.safetensors, adapter/, llm/, MANIFEST.json, COMPLETE).
+SkillGPT checkpoint (config.yaml, projector.safetensors, adapter/, base-llm/, MANIFEST.json, COMPLETE).
 
 The run folder written is ``out/checkpoint-0``; a checkpoint is only marked COMPLETE once every file and
 the manifest are in place, so a failed import never leaves something that loads.
@@ -21,6 +21,7 @@ from skillgpt.checkpoint.manifest import write_manifest
 from skillgpt.config import Config, load_resolved, save_config
 
 IMPORT_STEP = 0
+BASE_LLM = "base-llm"  # an imported checkpoint's own base LLM folder (not a trained part: see write_checkpoint)
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -111,8 +112,9 @@ def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tenso
     """Write a complete SkillGPT checkpoint into run folder `out` (``out/checkpoint-0``) and return `out`.
 
     `projector`: state dict of ``model.projector`` (branch-prefixed, e.g. ``video.weight``); `adapter`:
-    LoRA weights and settings (config.yaml's model.llm.lora is set to the same values); `llm`: a full
-    Hugging Face model folder copied to ``llm/`` (e.g. one whose vocabulary the import extended);
+    LoRA weights and settings (config.yaml's model.llm.lora is set to the same values); `llm`: a Hugging
+    Face model folder copied to ``base-llm/`` and used as model.llm.path (e.g. the base LLM with the
+    vocabulary the original extended; a later stage points its model.llm.path there too);
     `source`: what was imported (written to ``import.json``). The freeze policy records which parts
     exist, so a later stage starting from it (train.init_from) loads them."""
     out = Path(out)
@@ -123,7 +125,7 @@ def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tenso
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cfg.freeze.projector = "full" if projector is not None else "frozen"
-    cfg.freeze.llm = "lora" if adapter is not None else ("full" if llm is not None else "frozen")
+    cfg.freeze.llm = "lora" if adapter is not None else "frozen"
     cfg.train.output_dir = str(out.absolute())
     if adapter is not None:
         lora = cfg.model.llm.lora
@@ -133,11 +135,11 @@ def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tenso
     try:
         if projector is not None:
             save_file({k: v.detach().float().contiguous() for k, v in projector.items()}, str(tmp / "projector.safetensors"))
+        if llm is not None:
+            shutil.copytree(llm, tmp / BASE_LLM)
+            cfg.model.llm.path = str((final / BASE_LLM).absolute())
         if adapter is not None:
             write_adapter(tmp / "adapter", adapter, cfg.model.llm.path)
-        if llm is not None:
-            shutil.copytree(llm, tmp / "llm")
-            cfg.model.llm.path = str((final / "llm").absolute())
         save_config(cfg, tmp / "config.yaml")
         if source:
             (tmp / "import.json").write_text(json.dumps(dict(source), indent=2, default=str))

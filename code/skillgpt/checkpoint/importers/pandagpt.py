@@ -131,10 +131,12 @@ def _hidden_size(llm: Path) -> int:
 
 def _extended_llm(path: Path, base_llm: Path, vocab: Mapping[str, torch.Tensor], folder: Path) -> None:
     """The base LLM and tokenizer with NExT-GPT's added tokens and its resized embedding rows."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_llm)
-    tokenizer.add_tokens(NEXTGPT_TOKENS)  # the order of NExT-GPT's _add_{image,video,audio}_token
+    # the order of NExT-GPT's _add_{image,video,audio}_token; lstrip: its slow Llama tokenizer drops the
+    # whitespace before an added token ("### Human: <Img>" is "### Human:" + "<Img>")
+    tokenizer.add_tokens([AddedToken(t, lstrip=True, rstrip=False, normalized=False) for t in NEXTGPT_TOKENS])
     model = AutoModelForCausalLM.from_pretrained(base_llm, dtype=torch.float32)
     model.resize_token_embeddings(len(tokenizer))
     targets = {"model.embed_tokens.weight": model.get_input_embeddings().weight,
