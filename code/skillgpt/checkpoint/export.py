@@ -209,6 +209,7 @@ def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, ou
         patch_size=encoder.image_size // encoder.grid, vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token=IMAGE_TOKEN, num_additional_image_tokens=int(has_cls), chat_template=chat_template(cfg, tokenizer))
     processor.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)  # preprocessor_config.json too: loaders before transformers 5
     save_config(cfg, out / "skillgpt_config.yaml")
     return out
 
