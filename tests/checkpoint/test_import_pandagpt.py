@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from skillgpt.checkpoint.delta import resolve_checkpoint
 from skillgpt.checkpoint.importers import IMPORTERS, run_import
+from skillgpt.checkpoint.manifest import verify_manifest
 from skillgpt.constants import PLACEHOLDERS
 from skillgpt.data.templates import tokenize_conversation
 from skillgpt.inference.assistant import SkillAssistant
@@ -84,6 +86,7 @@ def test_written_checkpoint_is_complete(imported: Path) -> None:
     assert (adapter_cfg["r"], adapter_cfg["lora_alpha"], adapter_cfg["lora_dropout"]) == (32, 32, 0.1)
     assert sorted(adapter_cfg["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert not list(ckpt.rglob("*.pt")) and not list(ckpt.rglob("*.bin"))  # safetensors only
+    assert verify_manifest(ckpt) is None and resolve_checkpoint(imported) == ckpt  # usable as train.init_from
 
 
 def test_training_prompt_ids_equal_the_original(assistant: SkillAssistant, reference: dict) -> None:
@@ -152,3 +155,15 @@ def test_nextgpt_vocabulary_and_skipped_output_projectors(tmp_path: Path) -> Non
     assert Path(cfg.model.llm.path) == (ckpt / "base-llm").absolute()
     tok = load_tokenizer(cfg.model.llm.path)
     assert len(tok) == 600 + 38 and len(tok("[VID23]", add_special_tokens=False).input_ids) == 1
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from skillgpt.cli import main
+
+    small = [f"--set=model.encoder.{k}={v}" for k, v in SMALL_IMAGEBIND["model.encoder"].items()]
+    code = main(["import-weights", "--from", "pandagpt", str(PANDA), "--base-llm", str(PANDA / "vicuna-tiny"),
+                 "--encoder", str(IB / "imagebind_small_weights.safetensors"), *small, "--out", str(tmp_path / "run")])
+    assert code == 0 and "checkpoint" not in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoint-0" / "COMPLETE").is_file()
+    code = main(["import-weights", "--from", "pandagpt", str(PANDA), "--out", str(tmp_path / "again")])
+    assert code == 2 and "--base-llm" in capsys.readouterr().err
