@@ -446,3 +446,17 @@ def test_empty_system_prompt_removes_the_default(tok: PreTrainedTokenizerFast, n
     assert default in render(name, msgs, tok, add_generation_prompt=True)[0]
     empty = llm_template(SimpleNamespace(template=name, system_prompt=""))
     assert default not in render(empty, msgs, tok, add_generation_prompt=True)[0]
+
+
+def test_system_flag_reaches_the_config_verbatim() -> None:
+    import argparse
+
+    from skillgpt.checkpoint.flags import add_location_flags, location_overrides
+    from skillgpt.config import parse_overrides
+
+    parser = argparse.ArgumentParser()
+    add_location_flags(parser)
+    for text in ['Judge: "skill" only.\nBe brief.', ""]:
+        overrides = location_overrides(parser.parse_args(["--system", text]))
+        assert parse_overrides(overrides) == [("model.llm.system_prompt", text)]
+    assert location_overrides(parser.parse_args([])) == []
