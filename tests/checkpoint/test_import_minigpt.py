@@ -77,6 +77,17 @@ def test_minigpt_v2_prompt_ids_with_the_originals_tokenizer(imported, path) -> N
     assert _as_fixture(_ids(imported["minigpt_v2"], "minigpt_v2", path, legacy)) == golden[f"input_ids_{path}"].tolist()
 
 
+@pytest.mark.parametrize("kind", ["minigpt4", "minigpt_v2"])
+def test_training_labels_equal_originals(imported, kind) -> None:
+    """The supervised tokens (answers + end_sym) are the original's labels of its training forward."""
+    golden, meta = _golden(kind)
+    tokenizer = AutoTokenizer.from_pretrained(str(M4 / "llama"), legacy=True)
+    conv = _conversation(meta, 1 if kind == "minigpt4" else 2, False)
+    ours = imported[kind]
+    labels = tokenize_conversation(conv, tokenizer, ours.template, ours.placeholder_tokens, 4096)["labels"]
+    assert labels == golden["labels_train"].tolist()
+
+
 @pytest.mark.xfail(strict=True, reason="the fixture LLM's tokenizer_config.json says legacy: false and the "
                    "minigpt_v2 template tokenizes '{bos}[INST] ' as one piece: the word-start marker after <s> is "
                    "missing (template issue, reported)")
