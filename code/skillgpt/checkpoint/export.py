@@ -239,7 +239,8 @@ def add_export_command(sub: Any) -> None:
     p.add_argument("run", help="checkpoint folder, or a run folder (its newest checkpoint)")
     p.add_argument("--out", required=True, help="new folder to write")
     p.add_argument("--format", default="merged", choices=FORMATS,
-                   help="merged: HF causal LM (LoRA merged) + projector; llava: LlavaForConditionalGeneration")
+                   help="merged: HF causal LM (LoRA merged) + projector; llava: LlavaForConditionalGeneration "
+                   "(default: merged)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. model.llm.dtype=float32)")
     add_location_flags(p)
     p.set_defaults(func=_export_command)
