@@ -14,7 +14,8 @@ def add_location_flags(parser: argparse.ArgumentParser, generic: bool = True) ->
     parser.add_argument("--init-from", default=None, metavar="PATH",
                         help="the parent checkpoint's new place (or a run folder holding it), when it moved")
     parser.add_argument("--system", default=None, metavar="TEXT",
-                        help="system prompt instead of the template's (model.llm.system_prompt; \"\" for none)")
+                        help="system prompt for conversations without one (model.llm.system_prompt; \"\" for none; "
+                        "default: the checkpoint's, else the template's)")
     if generic:
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="change a setting of the checkpoint's config, e.g. model.encoder.checkpoint=PATH")

@@ -54,9 +54,12 @@ def add_import_command(sub: Any) -> None:
     p = sub.add_parser("import-weights", help="turn another system's released weights into a SkillGPT checkpoint")
     p.add_argument("--from", dest="system", required=True, choices=sorted(IMPORTERS), help="the system SRC comes from")
     p.add_argument("src", help="its checkpoint file or folder (e.g. PandaGPT's pytorch_model.pt)")
-    p.add_argument("--base-llm", default=None, metavar="DIR", help="the base LLM folder (Hugging Face format) it was trained on")
-    p.add_argument("--encoder", default=None, metavar="PATH", help="the encoder weights it uses (e.g. imagebind_huge.pth)")
+    p.add_argument("--base-llm", default=None, metavar="DIR", help="the base LLM folder (Hugging Face format) it was trained on (default: none; "
+                   "required by delta checkpoints)")
+    p.add_argument("--encoder", default=None, metavar="PATH", help="the encoder weights it uses, e.g. imagebind_huge.pth "
+                   "(default: none, set model.encoder.checkpoint later)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a setting of the written config.yaml, e.g. model.llm.dtype=bfloat16")
+                   help="change a setting of the written config.yaml, e.g. model.llm.dtype=bfloat16 "
+                   "(repeatable; default: the system's settings)")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write (RUN/checkpoint-0)")
     p.set_defaults(func=_import_weights)
