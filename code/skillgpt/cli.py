@@ -5,6 +5,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+from skillgpt.console import DEEPSPEED_COMMANDS, NoiseFilteredStream, needs_bitsandbytes, quiet_libraries
 
 
 def _make_sample_data(args: argparse.Namespace) -> None:
@@ -44,11 +47,25 @@ def _make_tiny_llm(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from skillgpt.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # light: typos and bad values fail before torch loads
+    _check_parent_run(cfg.train.init_from)
     from skillgpt.train.loop import train
 
-    cfg = load_config(args.config, args.overrides)
     ckpt = train(cfg)
     print(f"checkpoint: {ckpt}")
+
+
+def _check_parent_run(init_from: str | None) -> None:
+    """`train.init_from` must hold a complete checkpoint (a stage 2 run needs its stage 1 run)."""
+    if not init_from:
+        return
+    parent = Path(init_from)
+    complete = (parent / "COMPLETE").is_file() or any(parent.glob("checkpoint-*/COMPLETE"))
+    if not complete:
+        state = "does not exist" if not parent.exists() else "holds no complete checkpoint"
+        raise ValueError(f"train.init_from: {parent} {state}; run stage 1 first (scripts/train.sh 1 ...) "
+                         "or point train.init_from at its run folder")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -60,11 +77,8 @@ def _eval(args: argparse.Namespace) -> None:
              overrides=location_overrides(args) + args.overrides, motion_free=not args.no_motion_free)
 
 
-def _infer(args: argparse.Namespace) -> None:
-    from skillgpt.checkpoint.flags import location_overrides
-    from skillgpt.inference.assistant import SkillAssistant
-
-    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
+def _media_record(args: argparse.Namespace) -> dict:
+    """The --video/--image/--audio files as a sample-like record (VIEW=FILE values as a view dict)."""
     record: dict = {}
     if args.video:
         views = [v.split("=", 1) for v in args.video if "=" in v]
@@ -73,14 +87,53 @@ def _infer(args: argparse.Namespace) -> None:
         record["image"] = args.image
     if args.audio:
         record["audio"] = args.audio
-    media = assistant.load(record) if record else None
+    return record
+
+
+def _check_infer(args: argparse.Namespace) -> None:
+    """Everything `infer` can check without torch: the question, the media files, the batch input/output."""
+    from skillgpt.inference.inputs import check_media_file
+
+    for flag in ("video", "image", "audio"):
+        for value in getattr(args, flag) or []:
+            check_media_file(value.split("=", 1)[1] if flag == "video" and "=" in value else value, f"--{flag}")
+    if args.videos:
+        from skillgpt.inference.batch import check_out, collect_clips
+
+        if args.video or args.image or args.audio or args.self_questions:
+            raise ValueError("--videos rates a list of clips: leave out --video/--image/--audio/--self-questions")
+        check_out(args.out)
+        args.clips = collect_clips(args.videos)
+    elif args.question is None:
+        raise ValueError("the question is missing, e.g. skillgpt infer --ckpt RUN --video CLIP.mp4 "
+                         "\"What is the proficiency level of this athlete?\" (or --videos DIR --out FILE.jsonl)")
+    if args.self_questions and not (args.video or args.image or args.audio):
+        raise ValueError("--self-questions needs media (--video / --image / --audio) to ask about")
+
+
+def _infer(args: argparse.Namespace) -> None:
+    from skillgpt.checkpoint.flags import location_overrides
+    from skillgpt.inference.assistant import SkillAssistant
+
+    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
     gen = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    if args.temperature > 0:
+        import torch
+
+        torch.manual_seed(args.seed)  # sampled answers repeat for the same --seed
+    if args.videos:
+        from skillgpt.inference.batch import rate_clips, write_rows
+
+        rows = rate_clips(assistant, args.clips, args.question, args.feedback_question or None, **gen)
+        done, failed = write_rows(rows, args.out, list(assistant.cfg.eval.labels))
+        print(f"{done} clips rated, {failed} failed: {args.out}")
+        return
+    record = _media_record(args)
+    media = assistant.load(record) if record else None
     context: list = []
     if args.self_questions > 0:
         from skillgpt.inference.self_questioning import ask_with_self_questions
 
-        if not media:
-            raise ValueError("--self-questions needs media (--video / --image / --audio) to ask about")
         answer, context = ask_with_self_questions(assistant, args.question, media, args.self_questions, **gen)
         if not args.json:
             for turn in context:
@@ -122,34 +175,69 @@ def _cache_features(args: argparse.Namespace) -> None:
     print(f"feature cache: {cache.dir} ({len(cache)} entries)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from skillgpt.checkpoint.flags import add_location_flags
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every described option ends with its default, unless its text already names one."""
 
-    parser = argparse.ArgumentParser(prog="skillgpt", description="Video-language models that judge human skill.")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text.lower() or action.default is argparse.SUPPRESS or not action.option_strings
+                or action.required):
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._VersionAction, argparse._HelpAction)):
+            return text + (" (default: off)" if isinstance(action, argparse._StoreTrueAction) else "")
+        default = "none" if action.default in (None, []) else "%(default)s"
+        return f"{text} (default: {default})".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `skillgpt infer: error: ... (see skillgpt infer --help)`, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("skillgpt")
+    except PackageNotFoundError:  # run from the source tree without `pip install -e .`
+        return "unknown (not installed)"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `skillgpt` parser; given the `command` about to run, commands defined in heavy modules (torch,
+    peft) are left out when `command` is not one of them."""
+    from skillgpt.checkpoint.flags import add_location_flags
+    from skillgpt.inference.inputs import add_sampling_flags
+
+    parser = _Parser(prog="skillgpt", description="Video-language models that judge human skill.",
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"skillgpt {_version()}")
     # launchers that put --local_rank before the subcommand (scripts/train.sh passes --no_local_rank)
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("make-sample-data", help="render the synthetic skill dataset (mp4 + JSON)")
-    p.add_argument("--out", default="data/synthetic")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="data/synthetic", help="output folder (videos/ and the JSON files)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the rendered performances")
     p.add_argument("--per-level", default="train=100,val=10,test=25", help="videos per level and split")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="processes rendering videos")
     p.add_argument("--views", default=None,
                    help="also film each performance from static extra cameras, e.g. ego,exo1,exo2 (first = main video)")
     p.set_defaults(func=_make_sample_data)
 
     p = sub.add_parser("make-tiny-llm", help="build the tiny preset's LLM + BPE tokenizer from sample data")
-    p.add_argument("--data", default="data/synthetic")
-    p.add_argument("--out", default="ckpt/pretrained/tiny-llm")
-    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--data", default="data/synthetic", help="sample data folder (its *_train.json files)")
+    p.add_argument("--out", default="ckpt/pretrained/tiny-llm", help="output folder of the LLM and tokenizer")
+    p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size")
     p.add_argument("--template", default="vicuna_v0", help="template of the text-only pretraining corpus")
     p.add_argument("--pretrain-steps", type=int, default=200, help="LM pretraining steps on the training text")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights and pretraining")
     p.set_defaults(func=_make_tiny_llm)
 
     p = sub.add_parser("train", help="run one stage: skillgpt train config/stage_1.yaml [key=value ...]")
-    p.add_argument("config")
+    p.add_argument("config", help="stage config, e.g. config/stage_1.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. preset=tiny train.lr=3e-4")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     p.set_defaults(func=_train)
@@ -168,62 +256,109 @@ def build_parser() -> argparse.ArgumentParser:
     add_location_flags(p, generic=False)
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("infer", help="answer a question about a video")
-    p.add_argument("--ckpt", required=True)
+    p = sub.add_parser("infer", help="answer a question about a clip, or rate a folder/list of clips (--videos)")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")
     p.add_argument("--video", action="append", default=None,
-                   help="video file; repeat for several, or VIEW=FILE per view for multi-view models")
-    p.add_argument("--image", action="append", default=None, help="image file (repeatable)")
-    p.add_argument("--audio", action="append", default=None, help="audio file or video with sound (repeatable)")
-    p.add_argument("question")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--device", default=None)
+                   help="video file; repeat for several, or VIEW=FILE per view for multi-view models (default: none)")
+    p.add_argument("--image", action="append", default=None, help="image file (repeatable; default: none)")
+    p.add_argument("--audio", action="append", default=None,
+                   help="audio file or video with sound (repeatable; default: none)")
+    p.add_argument("question", nargs="?", default=None,
+                   help="the question (with --videos: asked about every clip; default there: the checkpoint's "
+                        "eval.question)")
+    p.add_argument("--videos", default=None, metavar="DIR|LIST.txt|DATA.json",
+                   help="rate many clips with one model load: a folder of videos, a text file with one path a line "
+                        "(relative to its folder) or a SkillGPT data JSON; needs --out (default: off)")
+    p.add_argument("--out", default=None, metavar="FILE.jsonl|FILE.csv",
+                   help="with --videos: one row per clip (path, label, probabilities, answer, feedback, error)")
+    p.add_argument("--feedback-question", default="What should this athlete improve?",
+                   help="with --videos: second question per clip, its answer is the feedback column (\"\" to skip)")
+    add_sampling_flags(p, max_new_tokens=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print label, level probabilities and answer as JSON")
     p.add_argument("--self-questions", type=int, default=0,
                    help="first ask and answer N questions about the media (needs a vicuna_v1_sq-trained model)")
     add_location_flags(p)
-    p.set_defaults(func=_infer)
+    p.set_defaults(func=_infer, check=_check_infer)
 
     p = sub.add_parser("cache-features", help="run the frozen encoders once over a dataset and store the features")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="stage config whose data and encoders to use")
     p.add_argument("--splits", default="train,val,test", help="comma-separated data.<split> files to cover")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=8, help="clips per encoder call")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present, else cpu)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.feature_cache=DIR")
     p.set_defaults(func=_cache_features)
 
     from skillgpt.serve.commands import add_serve_commands  # demo, chat
 
     add_serve_commands(sub)
-    from skillgpt.data.commands import add_data_commands
-    add_data_commands(sub)
-    from skillgpt.checkpoint.export import add_export_command  # export
-    add_export_command(sub)
-    from skillgpt.checkpoint.importers import add_import_command  # import-weights
-    add_import_command(sub)
+    if command not in sub.choices:  # the modules below import torch/peft: only when their command runs
+        from skillgpt.data.commands import add_data_commands
+        add_data_commands(sub)
+        from skillgpt.checkpoint.export import add_export_command  # export
+        add_export_command(sub)
+        from skillgpt.checkpoint.importers import add_import_command  # import-weights
+        add_import_command(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
+        command.add_argument("--verbose", action="store_true",
+                             help="also show third-party library messages (bitsandbytes, DeepSpeed, CUDA probes)")
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Keep the terminal for SkillGPT's own progress: no per-load weight bars, no upstream deprecations."""
-    import warnings
+def _run(args: argparse.Namespace) -> None:
+    check = getattr(args, "check", None)
+    if getattr(args, "device", None) is not None:
+        from skillgpt.inference.inputs import check_device_name
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        check_device_name(args.device)
+    if getattr(args, "ckpt", None) is not None and not Path(args.ckpt).exists():
+        raise FileNotFoundError(f"--ckpt {args.ckpt}: not found (expected a checkpoint or run folder)")
+    if check:
+        check(args)  # arguments and paths, before torch/transformers load
+    quiet_libraries(args.verbose)
+    args.func(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    """Run `skillgpt ARGS`; returns the exit status (2 with one error line on stderr for bad input).
+
+    Run as the process's own command (`argv` None) without a quantized model, bitsandbytes is kept out:
+    importing it costs seconds and prints warnings about CPU kernels."""
+    args = build_parser(_command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
+    stdout = sys.stdout
     try:
-        args.func(args)
+        if argv is None and not args.verbose and "bitsandbytes" not in sys.modules and not needs_bitsandbytes(args):
+            sys.modules["bitsandbytes"] = None  # type: ignore[assignment]  # import fails: peft skips it
+        if not args.verbose and args.command in DEEPSPEED_COMMANDS:  # not chat's console (line editing)
+            sys.stdout = NoiseFilteredStream(stdout)  # type: ignore[assignment]
+        _run(args)
     except (OSError, ValueError, KeyError, FloatingPointError, MemoryError) as err:
-        print(f"skillgpt {args.command}: error: {err}", file=sys.stderr)
+        print(f"skillgpt {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        if sys.stdout is not stdout:
+            sys.stdout.flush()
+            sys.stdout = stdout
     return 0
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is not an option or the --local_rank value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--local_rank":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        text = str(err.args[0])
+    return " ".join(text.split()) if "\n" not in text.strip() else text
 
 
 if __name__ == "__main__":

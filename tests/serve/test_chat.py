@@ -37,14 +37,24 @@ def test_stream_reply_ends_with_exactly_what_reply_returns(assistant, clip) -> N
 
 
 def test_chat_shell_commands_without_a_terminal(assistant, clip) -> None:
-    script = "/help\n/bogus\n/rate\n/video\nhello there\n/video " + str(clip) + "\n/rate\n"  # ends with EOF
+    script = "/help\n/bogus\n/rate\n/video\nhello there\n/video " + str(clip) + "\n/rate\nhello again\n"  # EOF
     out = io.StringIO()
     assert ChatShell(assistant, stdin=io.StringIO(script), stdout=out, max_new_tokens=8).run() == 0
     text = out.getvalue()
     assert "/reset" in text and "unknown command /bogus" in text
-    assert "error: no clip loaded" in text and "error: usage: /video PATH" in text
+    assert "error: usage: /video PATH" in text
+    before_clip = text.split(f"loaded {clip}")[0]  # no rating and no answer without a clip: two refusals
+    assert before_clip.count("error: no clip loaded; use /video PATH first") == 2 and "skillgpt> " not in before_clip
     assert "skillgpt> " in text and f"loaded {clip}" in text and "predicted level:" in text
     assert text.rstrip().endswith("bye")
+
+
+def test_chat_with_an_unusable_start_clip_exits_2(assistant, tmp_path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x01 not a video")
+    out = io.StringIO()
+    assert ChatShell(assistant, stdin=io.StringIO("hello\n"), stdout=out).run(str(broken)) == 2
+    assert f"error: {broken}" in out.getvalue() and "skillgpt> " not in out.getvalue()
 
 
 def _spawn(*args: str):

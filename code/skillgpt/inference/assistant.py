@@ -20,6 +20,7 @@ from skillgpt.data.prompt import expand_view_placeholders, place_placeholders
 from skillgpt.data.templates import llm_template, tokenize_conversation, trim_reply
 from skillgpt.data.video import MediaError
 from skillgpt.inference import generation, scoring
+from skillgpt.inference.inputs import resolve_device
 from skillgpt.models.build import build_model
 
 Turn = dict[str, str]
@@ -32,7 +33,7 @@ class SkillAssistant:
     def __init__(self, ckpt: str | Path, device: str | None = None, overrides: list[str] | None = None) -> None:
         self.ckpt = resolve_checkpoint(ckpt)
         self.cfg: Config = checkpoint_config(self.ckpt, overrides or [])  # paths and parent found from any cwd
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)  # ValueError for an unknown or absent device
         self.model, self.tokenizer = build_model(self.cfg)
         load_trained_parts(self.model, self.ckpt)
         self.model.to(self.device).eval()
@@ -46,7 +47,8 @@ class SkillAssistant:
         items = sample_media(record, Path(root), self.cfg.data, f"sample {record.get('id', '')}".strip())
         absent = missing_files(items)
         if absent:
-            raise MediaError(f"{absent[0]}: media file not found")
+            what = "is a folder (expected a media file)" if absent[0].is_dir() else "media file not found"
+            raise MediaError(f"{absent[0]}: {what}")
         return [(it.kind, load_media(it, self.cfg.data)) for it in items]
 
     def load_video(self, path: str | Path | dict) -> Media:

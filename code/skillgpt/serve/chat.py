@@ -117,23 +117,25 @@ class ChatShell:
         return line.rstrip("\r\n") if line else None
 
     # ---- commands ------------------------------------------------------------------------------
-    def load_video(self, arg: str) -> None:
+    def load_video(self, arg: str) -> bool:
+        """Load the clip at `arg`; False (after an error line) when it cannot be used."""
         try:
             parts = shlex.split(arg)
         except ValueError:
             parts = [arg]
         if len(parts) != 1:
             self.error("usage: /video PATH")
-            return
+            return False
         path = Path(parts[0]).expanduser()
         try:
             media = self.assistant.encode_media(self.assistant.load_video(path))  # encoded once per clip
         except (ValueError, OSError) as err:  # MediaError / DataError are ValueErrors
             self.error(f"{err} (the previous clip is kept)" if self.video else str(err))
-            return
+            return False
         self.conv = Conversation(media=media)
         self.video = path
         self.say(f"loaded {path} (new conversation)")
+        return True
 
     def rate(self) -> None:
         if self.conv.media is None:
@@ -142,6 +144,9 @@ class ChatShell:
         self.say(format_rating(self.assistant.rate(self.conv.media)))
 
     def ask(self, question: str) -> None:
+        if self.conv.media is None:  # without a clip the model would invent a rating and feedback
+            self.error("no clip loaded; use /video PATH first (SkillGPT answers questions about a clip)")
+            return
         self.out.write(self.reply_prefix)
         self.out.flush()
         shown = ""
@@ -198,8 +203,8 @@ class ChatShell:
     def run(self, video: str | None = None) -> int:
         self.say(f"SkillGPT chat - checkpoint {self.assistant.ckpt}")
         self.say("type a question, or /help for commands (/video PATH, /rate, /reset, /quit)")
-        if video:
-            self.load_video(shlex.quote(video))
+        if video and not self.load_video(shlex.quote(video)):
+            return 2  # the clip asked for on the command line is unusable: an error, not a chat without it
         while True:
             try:
                 line = self.read_line()
@@ -216,10 +221,14 @@ class ChatShell:
 
 
 def run_chat(ckpt: str, video: str | None = None, device: str | None = None, overrides: list[str] | None = None,
-             **gen: float) -> int:
-    """Load the checkpoint (`overrides`: key=value changes to its config) and run the terminal chat."""
+             seed: int = 0, **gen: float) -> int:
+    """Load the checkpoint (`overrides`: key=value changes to its config) and run the terminal chat
+    (`seed`: the random seed of sampled replies)."""
+    import torch
+
     from skillgpt.inference.assistant import SkillAssistant
 
+    torch.manual_seed(seed)
     print(f"loading {ckpt} ...", flush=True)
     assistant = SkillAssistant(ckpt, device=device, overrides=overrides)
     return ChatShell(assistant, **gen).run(video)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when present, else cpu)"
+
 
 def _demo(args: argparse.Namespace) -> None:
     from skillgpt.serve.demo import main
@@ -19,14 +21,24 @@ def _chat(args: argparse.Namespace) -> None:
     from skillgpt.checkpoint.flags import location_overrides
 
     status = run_chat(args.ckpt, args.video, device=args.device, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, top_p=args.top_p, overrides=location_overrides(args))
+                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                      overrides=location_overrides(args))
     if status:
         raise SystemExit(status)
+
+
+def _check_chat(args: argparse.Namespace) -> None:
+    """A --video that cannot be a clip is an error before the model loads (exit status 2)."""
+    if args.video:
+        from skillgpt.inference.inputs import check_media_file
+
+        check_media_file(args.video, "--video")
 
 
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     """Register the serving subcommands on the `skillgpt` parser."""
     from skillgpt.checkpoint.flags import add_location_flags
+    from skillgpt.inference.inputs import add_sampling_flags
 
     # Defaults of `demo` live in skillgpt.serve.demo.ServeConfig (None here = keep that default); the
     # help texts state them without importing gradio.
@@ -48,16 +60,14 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feedback-question", default=None,
                    help="second question after rating, its answer fills the feedback box "
                         "(default: 'What should this athlete improve?')")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_location_flags(p)
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("chat", help="chat about a clip in the terminal (/video PATH, /rate, /reset, /quit)")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")
-    p.add_argument("--video", default=None, help="clip to start with (or /video PATH in the chat)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--video", default=None, help="clip to start with (default: none; load one with /video PATH)")
+    add_sampling_flags(p, max_new_tokens=128)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_location_flags(p)
-    p.set_defaults(func=_chat)
+    p.set_defaults(func=_chat, check=_check_chat)
