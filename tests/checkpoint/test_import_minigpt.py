@@ -180,3 +180,21 @@ def test_command_line_options(tmp_path) -> None:
                      encoder=str(M4 / "eva_vit_g.pth"), settings=settings)
     text = (run / "checkpoint-0" / "config.yaml").read_text()
     assert "qformer_heads: 4" in text and "max_length: 300" in text and "blip2_pretrained.pth" in text
+
+
+def test_train_init_from_the_imported_run(tmp_path) -> None:
+    """A later stage starting from the imported MiniGPT-v2 run (train.init_from) gets its projector, and its LoRA
+    merged into the base weights (alpha 16 / r 64), as SkillGPT starts a stage from an earlier stage's LoRA."""
+    from skillgpt.config import load_resolved
+    from skillgpt.models.build import build_model
+
+    run = _import("minigpt_v2", tmp_path / "run")
+    cfg = load_resolved(run / "checkpoint-0" / "config.yaml", [f"train.init_from={run}"])
+    model, _ = build_model(cfg)
+    raw = torch.load(V2 / "minigptv2_checkpoint.pth", weights_only=True)["model"]
+    assert torch.equal(model.projector["video"].weight, raw["llama_proj.weight"])
+    lora = "llama_model.base_model.model.model.layers.1.self_attn.v_proj.lora_{}.weight"
+    base = load_file(str(M4 / "llama" / "model.safetensors"))["model.layers.1.self_attn.v_proj.weight"]
+    merged = base + 16 / 64 * raw[lora.format("B")] @ raw[lora.format("A")]
+    built = next(p for n, p in model.llm.named_parameters() if "layers.1.self_attn.v_proj" in n and "lora_" not in n)
+    assert (built - merged).abs().max().item() <= 1e-6
