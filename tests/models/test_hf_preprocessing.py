@@ -242,13 +242,13 @@ def test_config_loader_follows_the_encoder_folder(folders, tmp_path):
     stage = REPO / "config" / "stage_2.yaml"
     base = ["preset=tiny", "model.llm.path=unused", "train.init_from=null"]
     folder = str(folders["clip-bicubic-crop"])
-    assert load_config(stage, base).data.video.processor == "imagebind"
+    assert load_config(stage, base).data.video.processor is None  # ImageBind's reference
     hf = load_config(stage, [*base, "model.encoder.name=hf_image", f"model.encoder.path={folder}"])
     assert hf.data.video.processor == folder
     opt_out = load_config(stage, [*base, "model.encoder.name=hf_image", f"model.encoder.path={folder}",
-                                  "data.video.processor=imagebind"])
-    assert opt_out.data.video.processor == "imagebind"
+                                  "data.video.processor=null"])
+    assert opt_out.data.video.processor is None
     bare = tmp_path / "bare"
     bare.mkdir()  # no preprocessor_config.json: ImageBind pixels, renormalised by the encoder
     assert load_config(stage, [*base, "model.encoder.name=hf_image",
-                               f"model.encoder.path={bare}"]).data.video.processor == "imagebind"
+                               f"model.encoder.path={bare}"]).data.video.processor is None

@@ -400,16 +400,17 @@ def _finalize(cfg: DictConfig, sources: _Sources, where: str) -> Config:
 
 
 def _resolve_processor(cfg: Config) -> None:
-    """``data.video.processor: null`` -> the video encoder's own pixel rules: the model folder of a Hugging
-    Face encoder that has a preprocessor_config.json, else ImageBind's reference preprocessing (a folder
-    without one is fed re-normalised pixels with model.encoder.mean/std, see models/encoders/hf.py)."""
-    from skillgpt.data.hf_preprocessing import IMAGEBIND, PROCESSOR_ENCODERS
+    """``data.video.processor: auto`` -> the video encoder's own pixel rules: the model folder of a Hugging
+    Face encoder that has a preprocessor_config.json, else null, ImageBind's reference preprocessing (a
+    folder without one is fed re-normalised pixels with model.encoder.mean/std, see models/encoders/hf.py).
+    Saved configs keep the result: a folder path (a model file, like model.encoder.path) or null."""
+    from skillgpt.data.hf_preprocessing import AUTO, PROCESSOR_ENCODERS
 
     video, encoder = cfg.data.video, cfg.model.encoder
-    if video.processor is None:
+    if video.processor == AUTO:
         own = encoder.name in PROCESSOR_ENCODERS and encoder.path
         has_rules = own and (Path(encoder.path).expanduser() / "preprocessor_config.json").is_file()
-        video.processor = encoder.path if has_rules else IMAGEBIND
+        video.processor = encoder.path if has_rules else None
 
 
 def load_config(

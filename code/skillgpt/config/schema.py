@@ -23,11 +23,11 @@ class VideoConfig:
     num_crops: int = 1  # 1 = centre crop; 3 = left/centre/right as the reference does
     mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
     std: list[float] = field(default_factory=lambda: list(CLIP_STD))
-    # Pixel rules of videos and images: "imagebind" = ImageBind's reference preprocessing (resolution, mean
-    # and std above); a Hugging Face model folder = its preprocessor_config.json, as its transformers
-    # processor (resolution/mean/std unused; data/hf_preprocessing.py). null: the config loader picks
-    # model.encoder.path for hf_image / hf_video encoders, else "imagebind".
-    processor: Optional[str] = None
+    # Pixel rules of videos and images: null = ImageBind's reference preprocessing (resolution, mean and
+    # std above); a Hugging Face model folder = its preprocessor_config.json, as its transformers processor
+    # (resolution/mean/std unused; data/hf_preprocessing.py); auto: the config loader picks
+    # model.encoder.path for hf_image / hf_video encoders whose folder has that file, else null.
+    processor: Optional[str] = "auto"
 
 
 @dataclass

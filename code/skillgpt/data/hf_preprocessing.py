@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# data.video.processor values that mean ImageBind's reference preprocessing (data/video.py)
-IMAGEBIND = "imagebind"
+# data.video.processor: "auto" (the schema default) is resolved by the config loader to the Hugging Face
+# encoder's folder or to null (ImageBind's reference preprocessing, data/video.py); left unresolved (a
+# VideoConfig built directly) it means ImageBind's too.
+AUTO = "auto"
 # Part of the feature-cache signature with the resolved rules: change it when the arithmetic below changes.
 HF_PREPROCESSING = "hf-processor-torchvision/1"
 # Encoders (registry names) whose model folder carries the pixel rules; the config loader points
@@ -135,7 +137,7 @@ def read_rules(folder: str | Path) -> PixelRules:
     file = folder / "preprocessor_config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found (data.video.processor needs the model's preprocessor_config.json; "
-                                f"set data.video.processor: {IMAGEBIND} for ImageBind's preprocessing)")
+                                "set data.video.processor: null for ImageBind's preprocessing)")
     try:
         raw = json.loads(file.read_text())
     except json.JSONDecodeError as err:
@@ -185,8 +187,8 @@ def read_rules(folder: str | Path) -> PixelRules:
 
 
 def processor_rules(processor: Optional[str]) -> Optional[PixelRules]:
-    """``data.video.processor`` -> its rules; None for ImageBind's reference preprocessing (null/imagebind)."""
-    if processor is None or processor == IMAGEBIND:
+    """``data.video.processor`` -> its rules; None for ImageBind's reference preprocessing (null, auto)."""
+    if processor is None or processor == AUTO:
         return None
     return read_rules(processor)
 
