@@ -164,3 +164,27 @@ def test_siglip_tower_exports_with_every_token(tmp_path) -> None:
 
     enc = processor(text="<image>", images=Image.new("RGB", (56, 56)))
     assert enc["input_ids"][0].count(hf.config.image_token_id) == 16
+
+
+def test_trained_tiny_run_exports_merged_and_is_refused_as_llava(trained_run, tmp_path) -> None:
+    """SkillGPT's own two-stage run (stage 1 full LLM, stage 2 LoRA; ImageBind encoder): the merged folder
+    continues a video prompt (SkillGPT's embeddings) with the run's greedy tokens; LLaVA-HF cannot hold it."""
+    from skillgpt.checkpoint.delta import list_checkpoints
+    from skillgpt.data.media import collate_media
+
+    ckpt = list_checkpoints(trained_run.stage_2)[-1]
+    out = export(ckpt, tmp_path / "merged", "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    ours = SkillAssistant(ckpt, device="cpu")
+    clip = sorted((trained_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
+    ids = torch.tensor([ours.encode([{"from": "human", "value": "<video> Rate this."}], True)["input_ids"]])
+    greedy = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    with torch.no_grad():
+        embeds = ours.model.embed(ids, collate_media([ours.load_video(clip)]))
+        expected = ours.model.generate(ids, collate_media([ours.load_video(clip)]), **greedy)[0].tolist()
+        got = merged.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), **greedy)[0].tolist()
+    assert got == expected
+    assert set(load_file(str(out / "skillgpt_projector.safetensors"))) == {
+        f"video.{k}" for k in ours.model.projector["video"].state_dict()}
+    with pytest.raises(ValueError, match="model.encoder.name is 'imagebind'"):
+        export(ckpt, tmp_path / "llava", "llava")
