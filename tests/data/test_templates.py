@@ -377,13 +377,14 @@ def _pieces(name: str, msgs: list[dict[str, str]], tokenizer, gen: bool = False)
     # PandaGPT openllama.py: PROMPT_START, '</Img> ' + q + '\n### Assistant:', a + '\n###', 'Human: ' + q + ...
     ("pandagpt", [("### Human: <Img>", False), ("<image>", False), ("</Img> What is it?\n### Assistant:", False),
                   ("A cat.\n###", True), ("Human: Why?\n### Assistant:", False), ("It purrs.\n###", True)]),
-    # MiniGPT-4 '###Human: {} ###Assistant: ' + answer + '###'; later questions '<s>' + the template
+    # MiniGPT-4 '###Human: {} ###Assistant: ' + answer + '###'; later questions '<s>' + the template (the BOS
+    # its own piece: the legacy slow tokenizer starts a word after it)
     ("minigpt4", [("###Human: <Img>", False), ("<image>", False), ("</Img> What is it? ###Assistant: ", False),
-                  ("A cat.###", True), ("<s>###Human: Why? ###Assistant: ", False), ("It purrs.###", True)]),
+                  ("A cat.###", True), ("<s>", False), ("###Human: Why? ###Assistant: ", False), ("It purrs.###", True)]),
     ("minigpt4_llama2", [("[INST] <Img>", False), ("<image>", False), ("</Img> What is it? [/INST] ", False),
-                         ("A cat.</s>", True), ("<s>[INST] Why? [/INST] ", False), ("It purrs.</s>", True)]),
+                         ("A cat.</s>", True), ("<s>", False), ("[INST] Why? [/INST] ", False), ("It purrs.</s>", True)]),
     ("minigpt_v2", [("[INST] <Img>", False), ("<image>", False), ("</Img> What is it? [/INST]", False),
-                    ("A cat.</s>", True), ("<s>[INST] Why? [/INST]", False), ("It purrs.</s>", True)]),
+                    ("A cat.</s>", True), ("<s>", False), ("[INST] Why? [/INST]", False), ("It purrs.</s>", True)]),
 ])
 def test_ancestor_training_pieces(tok: PreTrainedTokenizerFast, name: str, expected: list) -> None:
     msgs = conv("<image>\nWhat is it?", "A cat.", "Why?", "It purrs.")
@@ -460,3 +461,16 @@ def test_system_flag_reaches_the_config_verbatim() -> None:
         overrides = location_overrides(parser.parse_args(["--system", text]))
         assert parse_overrides(overrides) == [("model.llm.system_prompt", text)]
     assert location_overrides(parser.parse_args([])) == []
+
+
+@pytest.mark.parametrize("name", ["minigpt4", "minigpt4_llama2", "minigpt_v2"])
+def test_text_after_a_written_bos_starts_a_word(name: str) -> None:
+    """As the originals' legacy slow Llama tokenizer: '<s>[INST]' is <s> then '▁[' (training and generation)."""
+    metaspace = tokenizer_for("metaspace")
+    bos = metaspace.bos_token_id
+    for gen, msgs in [(False, conv("<image>\nWhat is it?", "A cat.", "Why?", "It purrs.")),
+                      (True, conv("<image>\nWhat is it?", "A cat.", "Why?"))]:
+        ids = tokenize_conversation(msgs, metaspace, name, {"<image>": 1}, BIG, add_generation_prompt=gen)["input_ids"]
+        after = [ids[i + 1] for i in range(1, len(ids) - 1) if ids[i] == bos]
+        written = render(name, msgs, metaspace, add_generation_prompt=gen)[0].count("<s>")
+        assert len(after) == written and all(metaspace.convert_ids_to_tokens(t).startswith("\u2581") for t in after)

@@ -330,7 +330,21 @@ class PieceTemplate(ConversationTemplate):
 
     def pieces(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
                add_generation_prompt: bool) -> list[tuple[str, bool]]:
-        """(text, supervised) pieces, each tokenized on its own."""
+        """(text, supervised) pieces, each tokenized on its own; a BOS written in the text is a piece of
+        its own, so the text after it starts a word as in the originals' (legacy) slow Llama tokenizer."""
+        bos = str(tokenizer.bos_token or "")
+        out = self._pieces(messages, tokenizer, add_generation_prompt)
+        if not bos:
+            return out
+        split: list[tuple[str, bool]] = []
+        for text, supervised in out:
+            parts = text.split(bos)
+            for j, part in enumerate(parts):
+                split += ([(bos, supervised)] if j else []) + ([(part, supervised)] if part else [])
+        return split
+
+    def _pieces(self, messages: list[Message], tokenizer: PreTrainedTokenizerBase,
+                add_generation_prompt: bool) -> list[tuple[str, bool]]:
         system, turns = _split_system(messages, None)  # type: ignore[arg-type]
         f = lambda s: self._fill(s, tokenizer)  # noqa: E731
         if add_generation_prompt:
