@@ -127,7 +127,8 @@ def chat_template(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> str | None
     text = ("{%- if m['content'] is string -%}{%- set text = m['content'] -%}{%- else -%}{%- set text = "
             "(m['content'] | selectattr('type', 'in', ['image', 'image_url']) | map(attribute='type') | "
             "map('replace', 'image_url', 'image') | map('replace', 'image', '<image>\\n') | join('')) + "
-            "(m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ')) -%}{%- endif -%}")
+            "(m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ')) -%}"
+            "{%- endif -%}")
     jinja = ("{%- set ns = namespace(system=" + q(system) + ", msgs=messages) -%}"
              "{%- if messages and messages[0]['role'] == 'system' -%}{%- set m = messages[0] -%}" + text +
              "{%- set ns.system = text -%}{%- set ns.msgs = messages[1:] -%}{%- endif -%}"
@@ -206,7 +207,8 @@ def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, ou
     target.save_pretrained(out)
     processor = LlavaProcessor(
         image_processor=AutoImageProcessor.from_pretrained(encoder.folder), tokenizer=tokenizer,
-        patch_size=encoder.image_size // encoder.grid, vision_feature_select_strategy=config.vision_feature_select_strategy,
+        patch_size=encoder.image_size // encoder.grid,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token=IMAGE_TOKEN, num_additional_image_tokens=int(has_cls), chat_template=chat_template(cfg, tokenizer))
     processor.save_pretrained(out)
     processor.image_processor.save_pretrained(out)  # preprocessor_config.json too: loaders before transformers 5

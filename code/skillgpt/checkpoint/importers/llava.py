@@ -6,7 +6,7 @@ What LLaVA-1.5 does and the checkpoint reproduces: a CLIP vision tower (``model.
 whose ``hidden_states[mm_vision_select_layer]`` (-2) are taken without the class token
 (``mm_vision_select_feature: patch`` -> ``keep_cls: false``), one image = one frame, the ``linear`` or
 ``mlp2x_gelu`` projector, the base LLM (Vicuna v1.5) and the ``vicuna_v1`` template. Neither LLaVA file
-holds the vision tower or the LLM: both are given as local folders (``--base-llm``, ``vision_tower=``).
+holds the vision tower or the LLM: both are given as local folders (``--base-llm``, ``--encoder``).
 """
 from __future__ import annotations
 
@@ -41,15 +41,17 @@ def _llava_config(folder: Path) -> dict[str, Any]:
     """LLaVA's config.json beside the weights (its mm_* settings), or {} when absent."""
     path = folder / "config.json"
     cfg = _read_json(path) if path.is_file() else {}
-    for key, allowed in (("mm_use_im_start_end", (False, None)), ("mm_use_im_patch_token", (False, None)),
-                         ("mm_patch_merge_type", ("flat", None)), ("mm_vision_select_feature", ("patch", "cls_patch", None))):
+    supported = (("mm_use_im_start_end", (False, None)), ("mm_use_im_patch_token", (False, None)),
+                 ("mm_patch_merge_type", ("flat", None)), ("mm_vision_select_feature", ("patch", "cls_patch", None)))
+    for key, allowed in supported:
         if cfg.get(key) not in allowed:
             raise ValueError(f"{path}: {key}={cfg.get(key)!r} is not supported (expected one of "
                              f"{[a for a in allowed if a is not None]}; LLaVA-1.5 uses the first)")
     return cfg
 
 
-def _projector(path: Path, state: dict[str, torch.Tensor], prefix: str, declared: str | None) -> tuple[str, dict[str, torch.Tensor]]:
+def _projector(path: Path, state: dict[str, torch.Tensor], prefix: str,
+               declared: str | None) -> tuple[str, dict[str, torch.Tensor]]:
     """(projector name, SkillGPT projector state) from LLaVA's mm_projector tensors under `prefix`."""
     inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     kind = declared or ("mlp2x_gelu" if "0.weight" in inner else "linear")
@@ -82,9 +84,11 @@ def _adapter(folder: Path) -> Adapter:
     if weights_path is None:
         raise FileNotFoundError(f"{folder}: no {' or '.join(ADAPTER_FILES)} (the LoRA weights)")
     weights = _without_tower_lora(weights_path, load_state(weights_path))
-    bad = sorted(k for k in weights if not (k.startswith(ADAPTER_PREFIX) and k.endswith((".lora_A.weight", ".lora_B.weight"))))
+    lora_keys = (".lora_A.weight", ".lora_B.weight")
+    bad = sorted(k for k in weights if not (k.startswith(ADAPTER_PREFIX) and k.endswith(lora_keys)))
     if bad:
-        raise ValueError(f"{weights_path}: unknown keys {bad[:8]} (expected {ADAPTER_PREFIX}N.<module>.lora_{{A,B}}.weight)")
+        raise ValueError(f"{weights_path}: unknown keys {bad[:8]} "
+                         f"(expected {ADAPTER_PREFIX}N.<module>.lora_{{A,B}}.weight)")
     targets = cfg.get("target_modules")
     if isinstance(targets, str) or not targets:
         raise ValueError(f"{cfg_path}: target_modules must be a list of module names, got {targets!r}")
@@ -149,7 +153,8 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     else:
         path = src / "mm_projector.bin" if src.is_dir() else src
         if not path.is_file():
-            raise FileNotFoundError(f"{src}: neither mm_projector.bin (projector only) nor {ADAPTER_FILES[0]} (LoRA run)")
+            raise FileNotFoundError(f"{src}: neither mm_projector.bin (projector only) nor {ADAPTER_FILES[0]} "
+                                    "(LoRA run)")
         kind, projector = _projector(path, load_state(path), PROJECTOR_PREFIX, declared)
     tower = _vision_tower(llava_cfg, vision_tower, src)
     base = base_llm.absolute()
