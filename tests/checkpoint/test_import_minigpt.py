@@ -141,7 +141,7 @@ def test_template_from_model_type_and_option(tmp_path) -> None:
     assert "template: minigpt4_llama2" in (run / "checkpoint-0" / "config.yaml").read_text()
     raw["config"] = {}
     torch.save(raw, src)
-    with pytest.raises(ValueError, match="cannot tell the template.*template=minigpt4"):
+    with pytest.raises(ValueError, match="cannot tell the template.*--set model.llm.template=minigpt4"):
         run_import("minigpt4", src, tmp_path / "b", base_llm=M4 / "llama", qformer=M4 / "blip2_pretrained.pth", **TINY)
     run = run_import("minigpt4", src, tmp_path / "c", base_llm=M4 / "llama", qformer=M4 / "blip2_pretrained.pth",
                      qformer_heads=4, template="minigpt4", image_size=28, **TINY)
@@ -156,7 +156,7 @@ def test_bad_inputs_are_named(tmp_path) -> None:
     torch.save(raw, src)
     with pytest.raises(ValueError, match=r"unknown keys \['Qformer.bert.*missing keys \['llama_proj.bias'\]"):
         run_import("minigpt4", src, tmp_path / "run", base_llm=M4 / "llama", qformer=M4 / "blip2_pretrained.pth", **TINY)
-    with pytest.raises(FileNotFoundError, match="pass qformer=FILE"):
+    with pytest.raises(FileNotFoundError, match=r"--set model.encoder.qformer=FILE"):
         run_import("minigpt4", M4 / "pretrained_minigpt4.pth", tmp_path / "run", base_llm=M4 / "llama", **TINY)
     with pytest.raises(FileNotFoundError, match="--base-llm"):
         run_import("minigpt_v2", V2 / "minigptv2_checkpoint.pth", tmp_path / "run", **TINY)
@@ -165,6 +165,9 @@ def test_bad_inputs_are_named(tmp_path) -> None:
     torch.save(raw, src)
     with pytest.raises(ValueError, match="llama_proj maps 48 -> 64, but the visual path gives 32"):
         run_import("minigpt4", src, tmp_path / "run", base_llm=M4 / "llama", qformer=M4 / "blip2_pretrained.pth", **TINY)
+    with pytest.raises(FileNotFoundError, match="EVA-CLIP ViT-g .* give it as --encoder FILE"):
+        run_import("minigpt_v2", V2 / "minigptv2_checkpoint.pth", tmp_path / "run", base_llm=M4 / "llama",
+                   vision_layers=2, vision_heads=4)
     with pytest.raises(ValueError, match="no LoRA weights"):
         run_import("minigpt_v2", M4 / "pretrained_minigpt4.pth", tmp_path / "run", base_llm=M4 / "llama", **TINY)
     with pytest.raises(ValueError, match="unknown options"):

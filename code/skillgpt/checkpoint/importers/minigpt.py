@@ -35,6 +35,7 @@ LORA_KEY = re.compile(r"^llama_model\.(base_model\.model\.model\.layers\.\d+\.se
 MINIGPT4_TEMPLATES = {"pretrain_vicuna0": "minigpt4", "pretrain_llama2": "minigpt4_llama2"}
 VIT_LAYERS, VIT_HEADS, QFORMER_HEADS = 39, 16, 12  # EVA-CLIP ViT-g as LAVIS builds it; BERT-base Q-Former
 V2_LORA_ALPHA, V2_LORA_DROPOUT = 16, 0.05  # minigpt_v2.py defaults
+VIT_HOW = "--encoder FILE (vit=FILE)"
 
 
 def _read(src: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -53,11 +54,11 @@ def _read(src: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, dict(model_cfg)
 
 
-def _file(value: str | Path | None, option: str, what: str, src: Path) -> Path:
+def _file(value: str | Path | None, how: str, what: str, src: Path) -> Path:
     path = Path(value).expanduser() if value else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"{src}: {what} is not in the MiniGPT checkpoint; pass {option}=FILE "
-                                f"(--{option.replace('_', '-')}); {path or 'none given'} is not a file")
+        raise FileNotFoundError(f"{src}: {what} is not in the MiniGPT checkpoint; give it as {how}; "
+                                f"{path or 'none given'} is not a file")
     return path.absolute()
 
 
@@ -132,13 +133,14 @@ def import_minigpt4(src: Path, out: Path, base_llm: Path | None, vit: str | Path
     chosen = template or settings.get("model.llm.template") or MINIGPT4_TEMPLATES.get(model_type)
     if chosen not in MINIGPT4_TEMPLATES.values():
         raise ValueError(f"{src}: cannot tell the template (config model_type {model_type!r}; known "
-                         f"{sorted(MINIGPT4_TEMPLATES)}); pass template=minigpt4 (Vicuna v0) or minigpt4_llama2")
+                         f"{sorted(MINIGPT4_TEMPLATES)}); give --set model.llm.template=minigpt4 (Vicuna v0) or "
+                         "minigpt4_llama2 (template=...)")
     encoder_cfg = _overlay({"checkpoint": vit or encoder, "qformer": qformer, "merge_tokens": 1,
                             "vision_layers": int(vision_layers), "vision_heads": int(vision_heads),
                             "qformer_heads": int(qformer_heads),
                             "image_size": int(image_size or model_cfg.get("image_size") or 224)}, settings)
-    encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], "vit", "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
-    encoder_cfg["qformer"] = str(_file(encoder_cfg["qformer"], "qformer",
+    encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], VIT_HOW, "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
+    encoder_cfg["qformer"] = str(_file(encoder_cfg["qformer"], "--set model.encoder.qformer=FILE (qformer=FILE)",
                                        "the BLIP-2 Q-Former checkpoint (blip2_pretrained_flant5xxl.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
     cfg = make_config(_settings("minigpt4", base, chosen, dtype, encoder_cfg), out, settings)
@@ -186,7 +188,7 @@ def import_minigpt_v2(src: Path, out: Path, base_llm: Path | None, vit: str | Pa
     encoder_cfg = _overlay({"checkpoint": vit or encoder, "qformer": None, "merge_tokens": 4,
                             "vision_layers": int(vision_layers), "vision_heads": int(vision_heads),
                             "image_size": int(image_size or model_cfg.get("image_size") or 448)}, settings)
-    encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], "vit", "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
+    encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], VIT_HOW, "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
     cfg = make_config(_settings("minigpt_v2", base, "minigpt_v2", dtype, encoder_cfg), out, settings)
     source = {"system": "minigpt_v2", "src": str(src.absolute()), "vit": encoder_cfg["checkpoint"], "base_llm": str(base),
