@@ -200,3 +200,17 @@ def test_train_init_from_the_imported_run(tmp_path) -> None:
     merged = base + 16 / 64 * raw[lora.format("B")] @ raw[lora.format("A")]
     built = next(p for n, p in model.llm.named_parameters() if "layers.1.self_attn.v_proj" in n and "lora_" not in n)
     assert (built - merged).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("kind,size", [("minigpt4", 28), ("minigpt_v2", 56)])
+def test_image_pixels_as_blip2_eval_processor(imported, kind, size) -> None:
+    """The imported run's data pipeline gives a (non-square) image the pixels MiniGPT's Blip2ImageEvalProcessor
+    gives it (resize to a square, bicubic, no crop; CLIP mean/std): within 2 uint8 levels (resampling code
+    differs: torchvision on uint8 tensors vs PIL), mean difference far below one level."""
+    from skillgpt.data.media import MediaItem, load_media
+
+    ours = load_media(MediaItem("image", (M4 / "image.png",)), imported[kind].cfg.data).reshape(3, size, size)
+    expected = load_file(str(M4 / "processor_golden.safetensors"))[f"pixels_{size}"]
+    level = 1 / 255 / 0.2613  # one uint8 step in normalised units (the smallest CLIP std)
+    assert (ours - expected).abs().max().item() <= 2.5 * level
+    assert (ours - expected).abs().mean().item() <= 0.1 * level

@@ -13,6 +13,9 @@ The original file (``runner_base._save_checkpoint``) is ``{"model": state dict w
   ``llama_model.base_model.model.model.layers.N.self_attn.{q,v}_proj.lora_{A,B}.weight``; r from the
   tensors, alpha from the file's config ``lora_alpha``, default 16, dropout 0.05). Template ``minigpt_v2``.
 
+Pixels: the run gets ``RUN/blip2_processor/preprocessor_config.json`` (``data.video.processor``), rules that do
+what MiniGPT's ``Blip2ImageEvalProcessor`` does (square resize, bicubic, no crop, CLIP mean/std).
+
 Buffers the original's save keeps (``*.rotary_emb.inv_freq``, ``*.position_ids``) are skipped; any other key
 is named in the error.
 """
@@ -26,6 +29,7 @@ from typing import Any, Mapping
 import torch
 
 from skillgpt.checkpoint.importers.common import Adapter, check_keys, make_config, write_checkpoint
+from skillgpt.models.encoders.eva_clip import CLIP_MEAN, CLIP_STD
 from skillgpt.models.llm import DTYPES
 
 PROJECTOR_KEYS = ("llama_proj.weight", "llama_proj.bias")
@@ -73,7 +77,20 @@ def _llm_config(base: Path) -> dict[str, Any]:
     return json.loads((base / "config.json").read_text())
 
 
-def _settings(system: str, base: Path, template: str, dtype: str | None, encoder: dict[str, Any]) -> dict[str, Any]:
+def write_blip2_processor(out: Path, size: int) -> Path:
+    """``out/blip2_processor/preprocessor_config.json``: pixel rules doing what MiniGPT's
+    ``Blip2ImageEvalProcessor`` does (resize to size x size, bicubic, no crop; CLIP mean/std)."""
+    folder = Path(out) / "blip2_processor"
+    folder.mkdir(parents=True, exist_ok=True)
+    rules = {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"height": size, "width": size},
+             "resample": 3, "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255,
+             "do_normalize": True, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "do_convert_rgb": True}
+    (folder / "preprocessor_config.json").write_text(json.dumps(rules, indent=2) + "\n")
+    return folder.absolute()
+
+
+def _settings(system: str, base: Path, template: str, dtype: str | None, encoder: dict[str, Any],
+              out: Path) -> dict[str, Any]:
     llm_cfg = _llm_config(base)
     stored = str(llm_cfg.get("dtype") or llm_cfg.get("torch_dtype") or "float32")
     llm_dtype = dtype or (stored if stored in DTYPES else "float32")
@@ -84,8 +101,9 @@ def _settings(system: str, base: Path, template: str, dtype: str | None, encoder
         "model.encoder": {"name": "eva_clip", "output": "clip_tokens", "pool": 1, "dtype": llm_dtype, **encoder},
         "model.projector.name": "linear",
         "model.llm": {"path": str(base), "template": template, "dtype": llm_dtype},
-        # BLIP-2's processor: OpenAI CLIP mean/std (the data pipeline's default statistics), one image = one frame
-        "data.video": {"num_clips": 1, "frames_per_clip": 1, "num_crops": 1, "resolution": encoder["image_size"]},
+        # one image = one frame, as BLIP-2's eval processor makes it
+        "data.video": {"num_clips": 1, "frames_per_clip": 1, "num_crops": 1, "resolution": encoder["image_size"],
+                       "processor": str(write_blip2_processor(out, int(encoder["image_size"])))},
     }
 
 
@@ -143,7 +161,7 @@ def import_minigpt4(src: Path, out: Path, base_llm: Path | None, vit: str | Path
     encoder_cfg["qformer"] = str(_file(encoder_cfg["qformer"], "--set model.encoder.qformer=FILE (qformer=FILE)",
                                        "the BLIP-2 Q-Former checkpoint (blip2_pretrained_flant5xxl.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
-    cfg = make_config(_settings("minigpt4", base, chosen, dtype, encoder_cfg), out, settings)
+    cfg = make_config(_settings("minigpt4", base, chosen, dtype, encoder_cfg, out), out, settings)
     source = {"system": "minigpt4", "src": str(src.absolute()), "model_type": model_type, "template": chosen,
               "vit": encoder_cfg["checkpoint"], "qformer": encoder_cfg["qformer"], "base_llm": str(base)}
     return write_checkpoint(out, cfg, projector=projector, source=source)
@@ -190,7 +208,7 @@ def import_minigpt_v2(src: Path, out: Path, base_llm: Path | None, vit: str | Pa
                             "image_size": int(image_size or model_cfg.get("image_size") or 448)}, settings)
     encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], VIT_HOW, "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
-    cfg = make_config(_settings("minigpt_v2", base, "minigpt_v2", dtype, encoder_cfg), out, settings)
+    cfg = make_config(_settings("minigpt_v2", base, "minigpt_v2", dtype, encoder_cfg, out), out, settings)
     source = {"system": "minigpt_v2", "src": str(src.absolute()), "vit": encoder_cfg["checkpoint"], "base_llm": str(base),
               "lora_r": adapter.r, "lora_alpha": adapter.alpha}
     return write_checkpoint(out, cfg, projector=projector, adapter=adapter, source=source)

@@ -20,6 +20,7 @@ projectors (linear, mlp2x_gelu) fit them; ``keep_cls`` and ``pool`` do not apply
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,8 @@ class EvaClipEncoder(nn.Module):
     def _prepare(self, frames: Tensor) -> Tensor:
         """Frames [N, C, H, W] in the data's normalisation -> CLIP-normalised pixels of image_size."""
         x = frames.to(device=self.device, dtype=torch.float32)
-        if self.data_affine != self.model_affine:
+        if not all(math.isclose(a, b, rel_tol=1e-6) for d, m in zip(self.data_affine, self.model_affine)
+                   for a, b in zip(d, m)):  # the data's normalisation is not the model's: map it
             d_scale, d_offset, m_scale, m_offset = (
                 torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (*self.data_affine, *self.model_affine))
             x = (x - d_offset) / d_scale * m_scale + m_offset
