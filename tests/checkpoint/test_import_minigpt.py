@@ -174,14 +174,16 @@ def test_bad_inputs_are_named(tmp_path) -> None:
         run_import("minigpt_v2", V2 / "minigptv2_checkpoint.pth", tmp_path / "run", base_llm=M4 / "llama", qformer="x", **TINY)
 
 
-def test_command_line_options(tmp_path) -> None:
+def test_command_line_options(tmp_path, monkeypatch) -> None:
     """`import-weights --encoder VIT --set model.encoder.qformer=... --set ...` reach the same checkpoint."""
-    settings = {"model.encoder.qformer": str(M4 / "blip2_pretrained.pth"), "model.encoder.vision_layers": 2,
+    monkeypatch.chdir(M4)
+    settings = {"model.encoder.qformer": "blip2_pretrained.pth", "model.encoder.vision_layers": 2,
                 "model.encoder.vision_heads": 4, "model.encoder.qformer_heads": 4, "model.llm.max_length": 300}
     run = run_import("minigpt4", M4 / "pretrained_minigpt4.pth", tmp_path / "run", base_llm=M4 / "llama",
                      encoder=str(M4 / "eva_vit_g.pth"), settings=settings)
     text = (run / "checkpoint-0" / "config.yaml").read_text()
-    assert "qformer_heads: 4" in text and "max_length: 300" in text and "blip2_pretrained.pth" in text
+    assert "qformer_heads: 4" in text and "max_length: 300" in text
+    assert f"qformer: {(M4 / 'blip2_pretrained.pth').absolute()}" in text  # a relative --set path made absolute
 
 
 def test_train_init_from_the_imported_run(tmp_path) -> None:

@@ -114,6 +114,11 @@ def _overlay(encoder: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, 
     return {**encoder, **(nested if isinstance(nested, Mapping) else {}), **dotted}
 
 
+def _not_encoder(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``--set`` entries `_overlay` did not take (those are in the encoder settings, paths made absolute)."""
+    return {k: v for k, v in settings.items() if not (k == "model.encoder" or k.startswith("model.encoder."))}
+
+
 def _projector(src: Path, state: dict[str, torch.Tensor], in_dim: int, base: Path) -> dict[str, torch.Tensor]:
     weight = state["llama_proj.weight"]
     width = _llm_config(base).get("hidden_size")
@@ -161,7 +166,7 @@ def import_minigpt4(src: Path, out: Path, base_llm: Path | None, vit: str | Path
     encoder_cfg["qformer"] = str(_file(encoder_cfg["qformer"], "--set model.encoder.qformer=FILE (qformer=FILE)",
                                        "the BLIP-2 Q-Former checkpoint (blip2_pretrained_flant5xxl.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
-    cfg = make_config(_settings("minigpt4", base, chosen, dtype, encoder_cfg, out), out, settings)
+    cfg = make_config(_settings("minigpt4", base, chosen, dtype, encoder_cfg, out), out, _not_encoder(settings))
     source = {"system": "minigpt4", "src": str(src.absolute()), "model_type": model_type, "template": chosen,
               "vit": encoder_cfg["checkpoint"], "qformer": encoder_cfg["qformer"], "base_llm": str(base)}
     return write_checkpoint(out, cfg, projector=projector, source=source)
@@ -208,7 +213,7 @@ def import_minigpt_v2(src: Path, out: Path, base_llm: Path | None, vit: str | Pa
                             "image_size": int(image_size or model_cfg.get("image_size") or 448)}, settings)
     encoder_cfg["checkpoint"] = str(_file(encoder_cfg["checkpoint"], VIT_HOW, "the EVA-CLIP ViT-g (eva_vit_g.pth)", src))
     projector = _projector(src, state, _encoder_width(encoder_cfg), base)
-    cfg = make_config(_settings("minigpt_v2", base, "minigpt_v2", dtype, encoder_cfg, out), out, settings)
+    cfg = make_config(_settings("minigpt_v2", base, "minigpt_v2", dtype, encoder_cfg, out), out, _not_encoder(settings))
     source = {"system": "minigpt_v2", "src": str(src.absolute()), "vit": encoder_cfg["checkpoint"], "base_llm": str(base),
               "lora_r": adapter.r, "lora_alpha": adapter.alpha}
     return write_checkpoint(out, cfg, projector=projector, adapter=adapter, source=source)
