@@ -56,58 +56,25 @@ class EvaClipEncoder(nn.Module):
         if not cfg.checkpoint:
             raise ValueError("model.encoder.checkpoint is not set: eva_clip loads the ViT from a local eva_vit_g.pth")
         self.files = [Path(cfg.checkpoint).expanduser()] + ([Path(cfg.qformer).expanduser()] if cfg.qformer else [])
-        vit_path = self.files[0]
-        vit = vit_tensors(vit_path, read_state(vit_path))
-        qformer_state = read_state(self.files[1]) if cfg.qformer else None
-        if qformer_state is not None and any(k.startswith("visual_encoder.") for k in qformer_state):
-            vit = {**vit, **vit_tensors(self.files[1], qformer_state)}  # loaded after the ViT file, as the original
-        shape = vit_shape(vit_path, vit)
-        layers, image_size = int(cfg.vision_layers), int(cfg.image_size)
-        if not 1 <= layers <= shape["blocks"]:
-            raise ValueError(f"model.encoder.vision_layers: {layers}, but {vit_path} has {shape['blocks']} blocks")
-        if image_size % shape["patch"]:
-            raise ValueError(f"model.encoder.image_size {image_size} is not a multiple of the patch size {shape['patch']}")
-        self.image_size, self.grid = image_size, image_size // shape["patch"]
+        vit = vit_tensors(self.files[0], read_state(self.files[0]))
+        blip2 = read_state(self.files[1]) if cfg.qformer else None
+        if blip2 is not None and any(k.startswith("visual_encoder.") for k in blip2):
+            vit = {**vit, **vit_tensors(self.files[1], blip2)}  # loaded after the ViT file, as the original
+        shape = vit_shape(self.files[0], vit)
+        vision_cfg, vision_state = self._vision(cfg, vit, shape)
         self.merge = int(cfg.merge_tokens)
-        vision_cfg = Blip2VisionConfig(hidden_size=shape["width"], intermediate_size=shape["mlp"],
-                                       num_hidden_layers=layers, num_attention_heads=int(cfg.vision_heads),
-                                       image_size=image_size, patch_size=shape["patch"], qkv_bias=True,
-                                       layer_norm_eps=EVA_EPS, hidden_act="gelu")
-        vision_state = vit_to_hf(vit_path, vit, layers, self.grid)
-        if qformer_state is None:
-            if self.merge < 1 or (self.grid * self.grid) % self.merge:
-                raise ValueError(f"model.encoder.merge_tokens: {self.merge} does not divide the {self.grid}x{self.grid} "
-                                 "patch tokens")
-            vision_state["post_layernorm.weight"] = torch.ones(shape["width"])
-            vision_state["post_layernorm.bias"] = torch.zeros(shape["width"])
-            self.tokens_per_frame = self.grid * self.grid // self.merge
-            self.out_dim = shape["width"] * self.merge
-            qformer_cfg = None
-        else:
-            if self.merge != 1:
-                raise ValueError(f"model.encoder.merge_tokens: {self.merge} with a Q-Former (model.encoder.qformer); "
-                                 "expected 1 (MiniGPT-4 feeds the query tokens as they are)")
-            qformer_hf, qs = qformer_to_hf(self.files[1], qformer_state)
-            if qs["encoder_width"] != shape["width"]:
-                raise ValueError(f"{self.files[1]}: the Q-Former cross-attends {qs['encoder_width']}-wide features, "
-                                 f"but the ViT {vit_path} is {shape['width']} wide")
-            vision_state["post_layernorm.weight"] = qformer_state["ln_vision.weight"].float()
-            vision_state["post_layernorm.bias"] = qformer_state["ln_vision.bias"].float()
-            qformer_cfg = Blip2QFormerConfig(hidden_size=qs["hidden"], num_hidden_layers=qs["layers"],
-                                             num_attention_heads=int(cfg.qformer_heads), intermediate_size=qs["intermediate"],
-                                             encoder_hidden_size=shape["width"], cross_attention_frequency=qs["cross_every"],
-                                             layer_norm_eps=BERT_EPS, hidden_act="gelu")
-            self.tokens_per_frame, self.out_dim = qs["queries"], qs["hidden"]
+        qformer_cfg, qformer_state = self._qformer(cfg, blip2, shape, vision_state)
         with torch.device("meta" if on_meta else "cpu"):
             self.vision = Blip2VisionModel(vision_cfg)
             self.vision.post_layernorm.eps = LN_VISION_EPS
             self.qformer = Blip2QFormerModel(qformer_cfg) if qformer_cfg is not None else None
-            self.query_tokens = nn.Parameter(torch.zeros(1, self.tokens_per_frame, self.out_dim)) if qformer_cfg else None
+            queries = torch.zeros(1, self.tokens_per_frame, self.out_dim)
+            self.query_tokens = nn.Parameter(queries) if qformer_cfg is not None else None
         if not on_meta:
-            self._load(vit_path, self.vision, vision_state)
+            self._load(self.files[0], self.vision, vision_state)
             if self.qformer is not None:
-                self._load(self.files[1], self.qformer, qformer_hf)
-                self.query_tokens.data.copy_(qformer_state["query_tokens"].float().reshape(self.query_tokens.shape))
+                self._load(self.files[1], self.qformer, qformer_state)
+                self.query_tokens.data.copy_(blip2["query_tokens"].float().reshape(self.query_tokens.shape))
         data_rules = processor_rules(video.processor)
         self.data_affine = data_rules.affine() if data_rules is not None else _affine(
             _floats(video.mean, 3, "data.video.mean"), _floats(video.std, 3, "data.video.std"))
@@ -116,6 +83,48 @@ class EvaClipEncoder(nn.Module):
         self.model_affine = _affine(_floats(mean, 3, "model.encoder.mean"), _floats(std, 3, "model.encoder.std"))
         self.requires_grad_(False)
         super().train(False)
+
+    def _vision(self, cfg: Any, vit: dict[str, Tensor], shape: dict[str, int]) -> tuple[Blip2VisionConfig, dict]:
+        """The ViT's config and transformers state dict (without ln_vision); sets image_size and grid."""
+        layers, image_size = int(cfg.vision_layers), int(cfg.image_size)
+        if not 1 <= layers <= shape["blocks"]:
+            raise ValueError(f"model.encoder.vision_layers: {layers}, but {self.files[0]} has {shape['blocks']} blocks")
+        if image_size % shape["patch"]:
+            raise ValueError(f"model.encoder.image_size {image_size} is not a multiple of the patch size "
+                             f"{shape['patch']}")
+        self.image_size, self.grid = image_size, image_size // shape["patch"]
+        config = Blip2VisionConfig(hidden_size=shape["width"], intermediate_size=shape["mlp"], num_hidden_layers=layers,
+                                   num_attention_heads=int(cfg.vision_heads), image_size=image_size,
+                                   patch_size=shape["patch"], qkv_bias=True, layer_norm_eps=EVA_EPS, hidden_act="gelu")
+        return config, vit_to_hf(self.files[0], vit, layers, self.grid)
+
+    def _qformer(self, cfg: Any, blip2: dict[str, Tensor] | None, shape: dict[str, int],
+                 vision_state: dict[str, Tensor]) -> tuple[Blip2QFormerConfig | None, dict]:
+        """The Q-Former's config and state dict (None, {} without one); puts ln_vision into `vision_state` and
+        sets tokens_per_frame and out_dim."""
+        width = shape["width"]
+        if blip2 is None:  # MiniGPT-v2: a fresh ln_vision, merged patch tokens
+            if self.merge < 1 or (self.grid * self.grid) % self.merge:
+                raise ValueError(f"model.encoder.merge_tokens: {self.merge} does not divide the "
+                                 f"{self.grid}x{self.grid} patch tokens")
+            vision_state.update({"post_layernorm.weight": torch.ones(width), "post_layernorm.bias": torch.zeros(width)})
+            self.tokens_per_frame, self.out_dim = self.grid * self.grid // self.merge, width * self.merge
+            return None, {}
+        if self.merge != 1:
+            raise ValueError(f"model.encoder.merge_tokens: {self.merge} with a Q-Former (model.encoder.qformer); "
+                             "expected 1 (MiniGPT-4 feeds the query tokens as they are)")
+        state, qs = qformer_to_hf(self.files[1], blip2)
+        if qs["encoder_width"] != width:
+            raise ValueError(f"{self.files[1]}: the Q-Former cross-attends {qs['encoder_width']}-wide features, "
+                             f"but the ViT {self.files[0]} is {width} wide")
+        vision_state.update({"post_layernorm.weight": blip2["ln_vision.weight"].float(),
+                             "post_layernorm.bias": blip2["ln_vision.bias"].float()})
+        self.tokens_per_frame, self.out_dim = qs["queries"], qs["hidden"]
+        config = Blip2QFormerConfig(hidden_size=qs["hidden"], num_hidden_layers=qs["layers"],
+                                    num_attention_heads=int(cfg.qformer_heads), intermediate_size=qs["intermediate"],
+                                    encoder_hidden_size=width, cross_attention_frequency=qs["cross_every"],
+                                    layer_norm_eps=BERT_EPS, hidden_act="gelu")
+        return config, state
 
     @staticmethod
     def _load(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
