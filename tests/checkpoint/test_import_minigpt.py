@@ -132,6 +132,18 @@ def test_lora_alpha_from_the_checkpoints_config(tmp_path) -> None:
     assert (adapter["r"], adapter["lora_alpha"], sorted(adapter["target_modules"])) == (64, 64, ["q_proj", "v_proj"])
 
 
+def test_lora_keys_of_newer_peft(tmp_path) -> None:
+    """A run saved with peft >= 0.3 (adapter name '.default' in the keys) imports the same adapter."""
+    raw = torch.load(V2 / "minigptv2_checkpoint.pth", weights_only=True)
+    raw["model"] = {k.replace(".weight", ".default.weight") if ".lora_" in k else k: v for k, v in raw["model"].items()}
+    src = tmp_path / "v2.pth"
+    torch.save(raw, src)
+    run = run_import("minigpt_v2", src, tmp_path / "run", base_llm=M4 / "llama", **TINY)
+    saved = load_file(str(run / "checkpoint-0" / "adapter" / "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    assert len(saved) == 8 and torch.equal(saved[key], raw["model"]["llama_model." + key.replace(".weight", ".default.weight")])
+
+
 def test_template_from_model_type_and_option(tmp_path) -> None:
     raw = torch.load(M4 / "pretrained_minigpt4.pth", weights_only=True)
     raw["config"]["model"]["model_type"] = "pretrain_llama2"

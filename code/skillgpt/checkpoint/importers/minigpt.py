@@ -34,7 +34,9 @@ from skillgpt.models.llm import DTYPES
 
 PROJECTOR_KEYS = ("llama_proj.weight", "llama_proj.bias")
 BUFFER_SUFFIXES = ("rotary_emb.inv_freq", "position_ids")  # non-parameters runner_base keeps in the file
-LORA_KEY = re.compile(r"^llama_model\.(base_model\.model\.model\.layers\.\d+\.self_attn\.(\w+)\.lora_[AB]\.weight)$")
+# peft 0.2.0 (MiniGPT's pin) names no adapter; a run with peft >= 0.3 has ".default" before ".weight"
+LORA_KEY = re.compile(r"^llama_model\.(base_model\.model\.model\.layers\.\d+\.self_attn\.(\w+)\.lora_[AB])"
+                      r"(?:\.default)?\.weight$")
 # MiniGPT-4's model_type (train/eval config) -> the template it trained with
 MINIGPT4_TEMPLATES = {"pretrain_vicuna0": "minigpt4", "pretrain_llama2": "minigpt4_llama2"}
 VIT_LAYERS, VIT_HEADS, QFORMER_HEADS = 39, 16, 12  # EVA-CLIP ViT-g as LAVIS builds it; BERT-base Q-Former
@@ -177,7 +179,7 @@ def _v2_adapter(src: Path, state: dict[str, torch.Tensor], model_cfg: dict[str, 
     for key, value in state.items():
         m = LORA_KEY.match(key)
         if m:
-            weights[m.group(1)] = value.float()
+            weights[m.group(1) + ".weight"] = value.float()
             targets.add(m.group(2))
     if not weights:
         raise ValueError(f"{src}: no LoRA weights (llama_model.base_model.model.model.layers.N.self_attn.*.lora_A/B); "
