@@ -208,3 +208,31 @@ def test_candidate_order(tmp_path: Path) -> None:
         Path("/old/ckpt/pretrained/llm"), tmp_path / "new" / "ckpt" / "pretrained" / "llm"]
     found = candidates("ckpt/pretrained/llm", "ckpt/stage_2", ckpt)
     assert found[0] == Path("ckpt/pretrained/llm") and tmp_path / "new" / "ckpt" / "pretrained" / "llm" in found
+
+
+def test_moved_qformer_and_processor_folder_are_found(tmp_path: Path) -> None:
+    """Every file a model reads is a model path: the Q-Former checkpoint (MiniGPT-4 imports) and the pixel
+    rules folder (data.video.processor) follow a moved run; a missing one is named with its key."""
+    from skillgpt.checkpoint.lineage import _resolve_paths
+
+    cfg = load_config(REPO / "config" / "stage_2.yaml")
+    cfg.train.output_dir = "/old/runs/stage_2"
+    cfg.model.encoder.qformer = "/old/runs/weights/qformer.pth"
+    cfg.data.video.processor = "/old/runs/weights/clip"
+    new = tmp_path / "new" / "runs"
+    (new / "weights" / "clip").mkdir(parents=True)
+    (new / "weights" / "qformer.pth").write_bytes(b"")
+    ckpt = new / "stage_2" / "checkpoint-3"
+    for key in ("model.llm.path", "model.encoder.checkpoint", "model.encoder.path"):  # not under test here
+        head, _, last = key.rpartition(".")
+        obj = cfg
+        for part in head.split("."):
+            obj = getattr(obj, part)
+        setattr(obj, last, None)
+    _resolve_paths(cfg, ckpt, set())
+    assert cfg.model.encoder.qformer == str(new / "weights" / "qformer.pth")
+    assert cfg.data.video.processor == str(new / "weights" / "clip")
+    (new / "weights" / "qformer.pth").unlink()
+    cfg.model.encoder.qformer = "/old/runs/weights/qformer.pth"
+    with pytest.raises(FileNotFoundError, match=r"model\.encoder\.qformer"):
+        _resolve_paths(cfg, ckpt, set())

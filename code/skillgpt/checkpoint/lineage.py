@@ -32,8 +32,9 @@ from skillgpt.checkpoint.manifest import MANIFEST, manifest_sha256, verify_manif
 from skillgpt.config import Config, load_resolved, parse_overrides
 
 # Files the base model is built from: a checkpoint cannot be used without them.
-MODEL_PATH_KEYS = ("model.llm.path", "model.encoder.checkpoint", "model.encoder.path",
-                   "model.context.encoder.checkpoint", "model.context.encoder.path")
+MODEL_PATH_KEYS = ("model.llm.path", "model.encoder.checkpoint", "model.encoder.path", "model.encoder.qformer",
+                   "model.context.encoder.checkpoint", "model.context.encoder.path",
+                   "model.context.encoder.qformer", "data.video.processor")
 PATH_KEYS = MODEL_PATH_KEYS + ("data.train", "data.val", "data.test", "data.media_root", "data.feature_cache",
                                "data.catalog", "train.deepspeed_config")
 # A checkpoint's trained parts (file or folder in it) and the parent parts each one replaces when loaded on
