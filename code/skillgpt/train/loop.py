@@ -287,8 +287,7 @@ def validate(run: Run, loss_only: bool = False) -> dict:
     if run.rank == 0:
         top1 = (f", val top-1 {100 * metrics['val_top1']:.1f}% ({metrics['val_n']} samples)"
                 if metrics.get("val_top1") is not None else "")
-        tqdm.write(f"[skillgpt] step {step}/{run.total_steps}: val_loss {metrics['val_loss']:.4f}{top1}",
-                   file=sys.stderr)
+        tqdm.write(f"[skillgpt] step {step}: val_loss {metrics['val_loss']:.4f}{top1}")
     return metrics
 
 
