@@ -117,3 +117,22 @@ def test_report_to_is_checked_at_config_load(tiny_workspace, value, message) -> 
 def test_eval_every_must_not_be_negative(tiny_workspace) -> None:
     with pytest.raises(ConfigError, match="train.eval_every: must be >= 0"):
         tiny_workspace.config(2, "cfg", "train.eval_every=-1")
+
+
+def test_resuming_with_other_reporting_settings_is_allowed(trained_run) -> None:
+    """Where and how often a run reports does not change its weights: resume accepts a new report_to and
+    eval_every, and still refuses a changed learning rate."""
+    from skillgpt.checkpoint.delta import list_checkpoints
+    from skillgpt.checkpoint.lineage import record_lineage
+    from skillgpt.checkpoint.resume import check_resume
+
+    previous = list_checkpoints(trained_run.stage_2)[-1]
+    ws = trained_run.workspace
+    watch = ("train.report_to=[tensorboard,wandb]", "train.eval_every=1")
+
+    def config(*extra: str):
+        return record_lineage(ws.config(2, "e2e", *extra), trained_run.stage_2)
+
+    check_resume(previous, config("train.report_to=[]", "train.eval_every=7"), world=1, rank=0)
+    with pytest.raises(ValueError, match=r"train\.lr"):
+        check_resume(previous, config(*watch, "train.lr=0.5"), world=1, rank=0)

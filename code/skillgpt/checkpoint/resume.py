@@ -29,6 +29,7 @@ from skillgpt.models.skill_model import SkillGPT
 # Settings that may differ on resume without changing what is trained.
 RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "train.allow_config_change",
                     "train.output_dir", "train.init_from", "train.deepspeed_config", "train.activation_checkpointing", "train.compile",
+                    "train.report_to", "train.eval_every",
                     "data.num_workers", "data.prefetch_factor", "data.feature_cache", "data.cache_videos", "eval.",
                     "run_name")
 
