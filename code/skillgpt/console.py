@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-NOISE_LOGGERS = ("bitsandbytes", "torch.utils.cpp_extension", "torch.distributed.elastic")
+NOISE_LOGGERS = ("bitsandbytes", "torch.utils.cpp_extension")
 DEEPSPEED_COMMANDS = ("train", "cache-features")  # the commands that start torch.distributed via DeepSpeed
 NOISE_LINES = re.compile(r"^DeepSpeed \S+ built successfully$")  # printed by deepspeed.comm on start-up
 

