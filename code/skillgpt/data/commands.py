@@ -42,8 +42,8 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Register `prepare-data` and `data` (with `validate`) on the `skillgpt` parser."""
     p = sub.add_parser("prepare-data", help="convert public annotations (Ego-Exo4D, FineDiving, MTL-AQA, WebVid, "
                        "LLaVA, VideoChat, MVBench) to SkillGPT JSON",
-                       description="Convert an annotation file to SkillGPT's training JSON. Input shapes: README, "
-                       "'Preparing datasets', and the docstrings in skillgpt/data/convert/.")
+                       description="Convert an annotation file to SkillGPT's training JSON. Input shapes: docs/datasets.md "
+                       "and the docstrings in skillgpt/data/convert/.")
     p.add_argument("format", choices=list(CONVERTERS))
     p.add_argument("--input", required=True,
                    help="annotation file (JSON; .pkl for FineDiving/MTL-AQA; .csv for WebVid)")

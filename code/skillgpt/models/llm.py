@@ -23,7 +23,7 @@ def check_llm_folder(path: str | Path, key: str = "model.llm.path") -> Path:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"{key}: {folder} has no config.json. Put a Hugging Face causal LM folder there "
-            "(config.json, *.safetensors, tokenizer files); see README 'Weights'."
+            "(config.json, *.safetensors, tokenizer files); see README \"Train on your own videos\", step 2."
         )
     return folder
 
