@@ -87,7 +87,7 @@ def test_balanced_labels_and_json_shape(small_runs: tuple[Path, Path, dict, dict
         for c in caps:
             assert set(c) == {"id", "video", "caption"} and len(c["caption"]) > 20
         for s in skill:
-            assert set(s) == {"id", "video", "scenario", "label", "conversations"}
+            assert set(s) == {"id", "video", "scenario", "label", "conversations", "beats", "flaws"}
             conv = s["conversations"]
             assert [t["from"] for t in conv] == ["human", "gpt", "human", "gpt"]
             assert conv[0]["value"] == QUESTION and conv[1]["value"] == s["label"]
