@@ -54,6 +54,9 @@ def _train(args: argparse.Namespace) -> None:
 
     ckpt = train(cfg)
     print(f"checkpoint: {ckpt}")
+    from skillgpt.distributed import close_distributed
+
+    close_distributed()
 
 
 def _check_parent_run(init_from: str | None) -> None:

@@ -57,6 +57,17 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def close_distributed() -> None:
+    """End a launched multi-process run cleanly: every rank meets, then the process groups (and their gloo /
+    NCCL worker threads) are torn down here instead of during interpreter exit, where a rank once aborted
+    ("terminate called without an active exception") after saving. A one-process group stays, so in-process
+    callers (tests, notebooks) can train again."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+        _CPU_SIDE_GROUPS.clear()
+        dist.destroy_process_group()
+
+
 def served_device_types(group: Optional[dist.ProcessGroup] = None) -> set[str]:
     """Device types the group's backends serve, from `dist.get_backend_config` ("cpu:gloo,cuda:nccl")."""
     return {part.split(":")[0].strip() for part in dist.get_backend_config(group).split(",")}
