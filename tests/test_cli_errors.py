@@ -120,6 +120,33 @@ def test_bad_inputs_fail_before_the_model_loads(tmp_path, capsys) -> None:
     assert "--video /missing.mp4: file not found" in _fails(capsys, ["chat", "--ckpt", str(tmp_path), "--video", "/missing.mp4"])
     assert "--top-p" in _fails(capsys, ["chat", "--ckpt", str(tmp_path), "--top-p", "0"])
     assert "--device banana" in _fails(capsys, ["chat", "--ckpt", str(tmp_path), "--device", "banana"])
+    assert "give every view as VIEW=FILE" in _fails(capsys, [*infer, "--video", f"ego={clip}", "--video", str(clip), QUESTION])
+    assert "view 'ego' is given twice" in _fails(capsys, [*infer, "--video", f"ego={clip}", "--video", f"ego={clip}", QUESTION])
+    assert f"--video {tmp_path}/x=y.mp4: file not found" in _fails(capsys, [*infer, "--video", f"{tmp_path}/x=y.mp4", QUESTION])
+
+
+def test_video_values_split_views_only_where_meant(tmp_path, monkeypatch) -> None:
+    from skillgpt.inference.inputs import split_view, video_values
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a=b.mp4").write_bytes(b"\0")
+    assert split_view("a=b.mp4") == (None, "a=b.mp4")  # an existing file keeps its '='
+    assert split_view("clips/x=y.mp4") == (None, "clips/x=y.mp4")  # 'clips/x' is no view name
+    assert split_view("exo1=clips/x=y.mp4") == ("exo1", "clips/x=y.mp4")  # split at the first '=' only
+    assert video_values(["ego=e.mp4", "exo1=x.mp4"]) == {"ego": "e.mp4", "exo1": "x.mp4"}
+    assert video_values(["a=b.mp4", "c.mp4"]) == ["a=b.mp4", "c.mp4"]
+
+
+def test_demo_on_a_busy_port_fails_before_the_model_loads(tmp_path, capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = _fails(capsys, ["demo", "--ckpt", str(tmp_path), "--port", str(port)])  # tmp_path: no model in it
+    assert f"127.0.0.1:{port}" in err and "--port" in err and "\n" not in err.strip()
+    assert "--host no-such-host.invalid" in _fails(capsys, ["demo", "--ckpt", str(tmp_path), "--host", "no-such-host.invalid"])
 
 
 def test_errors_after_loading_are_one_line(trained_run, capsys) -> None:
@@ -158,7 +185,8 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
 def test_early_errors_import_no_torch_and_take_seconds() -> None:
     """One fresh interpreter: bad paths, values and config keys are reported without importing torch."""
     script = (
-        "import sys, time\nfrom skillgpt.cli import main\nstart = time.perf_counter()\n"
+        "import sys, time\nfrom skillgpt.cli import build_parser, main\nstart = time.perf_counter()\n"
+        "build_parser()\n"  # every command, as `skillgpt --help` shows them
         "codes = [main(['infer', '--ckpt', '/no/run', 'q']), main(['infer', '--ckpt', '.', '--video', '/no.mp4', 'q']),"
         f" main(['train', {str(REPO / 'config' / 'stage_2.yaml')!r}, 'preset=tiny', 'train.learning_rate=1'])]\n"
         "print(codes, 'torch' in sys.modules, 'peft' in sys.modules, time.perf_counter() - start)\n"

@@ -82,10 +82,11 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _media_record(args: argparse.Namespace) -> dict:
     """The --video/--image/--audio files as a sample-like record (VIEW=FILE values as a view dict)."""
+    from skillgpt.inference.inputs import video_values
+
     record: dict = {}
     if args.video:
-        views = [v.split("=", 1) for v in args.video if "=" in v]
-        record["video"] = dict(views) if views else args.video
+        record["video"] = video_values(args.video)
     if args.image:
         record["image"] = args.image
     if args.audio:
@@ -95,11 +96,13 @@ def _media_record(args: argparse.Namespace) -> dict:
 
 def _check_infer(args: argparse.Namespace) -> None:
     """Everything `infer` can check without torch: the question, the media files, the batch input/output."""
-    from skillgpt.inference.inputs import check_media_file
+    from skillgpt.inference.inputs import check_media_file, split_view, video_values
 
+    if args.video:
+        video_values(args.video)  # views and plain files not mixed
     for flag in ("video", "image", "audio"):
         for value in getattr(args, flag) or []:
-            check_media_file(value.split("=", 1)[1] if flag == "video" and "=" in value else value, f"--{flag}")
+            check_media_file(split_view(value)[1] if flag == "video" else value, f"--{flag}")
     if args.videos:
         from skillgpt.inference.batch import check_out, collect_clips
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
-from peft import PeftModel
-from safetensors.torch import save_file
-from transformers import AddedToken, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Sequence
 
 from skillgpt.config import Config, save_config
+
+if TYPE_CHECKING:  # torch, peft and transformers load inside the functions: `skillgpt --help` stays light
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FORMATS = ("merged", "llava")
 IMAGE_TOKEN = "<image>"
@@ -43,6 +42,8 @@ def load_run(run: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, An
 
 def merged_llm(model: Any) -> PreTrainedModel:
     """The model's causal LM with any LoRA adapter merged into its weights (the model is changed)."""
+    from peft import PeftModel
+
     if isinstance(model.llm, PeftModel):
         model.llm = model.llm.merge_and_unload()
     return model.causal_lm
@@ -57,6 +58,8 @@ def _new_folder(out: Path) -> Path:
 
 def export_merged(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
     """Write the merged LLM folder plus the projector weights and the run config (see the module doc)."""
+    from safetensors.torch import save_file
+
     _new_folder(out)
     llm = merged_llm(model)
     llm.save_pretrained(out)
@@ -93,6 +96,8 @@ def _llava_shape(cfg: Config, model: Any) -> Any:
 
 def _projector_state(cfg: Config, projector: torch.nn.Module, width: int) -> dict[str, torch.Tensor]:
     """SkillGPT's projector as LLaVA-HF's linear_1 -> act -> linear_2."""
+    import torch
+
     p = {k: v.detach().float() for k, v in projector.state_dict().items()}
     if cfg.model.projector.name == "mlp2x_gelu":
         return {"linear_1.weight": p["0.weight"], "linear_1.bias": p["0.bias"],
@@ -103,6 +108,8 @@ def _projector_state(cfg: Config, projector: torch.nn.Module, width: int) -> dic
 
 def _with_image_row(weight: torch.Tensor, rows: int) -> torch.Tensor:
     """`weight` grown to `rows` rows, new rows the mean row (as LLaVA-HF initialised its added tokens)."""
+    import torch
+
     extra = rows - weight.shape[0]
     if extra <= 0:
         return weight
@@ -162,7 +169,8 @@ def cfg_template(cfg: Config) -> Any:
 
 def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
     """Write a LlavaForConditionalGeneration folder + LlavaProcessor files (see the module doc)."""
-    from transformers import AutoImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    import torch
+    from transformers import AddedToken, AutoImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     encoder = _llava_shape(cfg, model)
     llm = merged_llm(model)
@@ -218,6 +226,8 @@ def export_llava(cfg: Config, model: Any, tokenizer: PreTrainedTokenizerBase, ou
 
 def export(run: str | Path, out: str | Path, fmt: str = "merged", overrides: Sequence[str] = ()) -> Path:
     """Export checkpoint (or run folder) `run` to `out` in `fmt` (merged | llava); returns `out`."""
+    import torch
+
     if fmt not in FORMATS:
         raise ValueError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     cfg, model, tokenizer = load_run(run, overrides)

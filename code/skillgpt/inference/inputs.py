@@ -11,6 +11,33 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_NAME = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def split_view(value: str) -> tuple[str | None, str]:
+    """A ``--video`` value as ``(view, path)``: ``VIEW=FILE`` names a view when VIEW is a plain name
+    (letters, digits, ``_.-``) and `value` itself is not an existing file; otherwise the whole value is
+    the path (``clips/a=b.mp4`` or ``a=b.mp4`` that exists stays one path)."""
+    view, sep, path = value.partition("=")
+    if not sep or not VIEW_NAME.match(view) or not path or Path(value).expanduser().exists():
+        return None, value
+    return view, path
+
+
+def video_values(values: list[str]) -> list[str] | dict[str, str]:
+    """Repeated ``--video`` values as a list of files, or a view -> file dict when every value names a view;
+    ValueError when views and plain files are mixed or a view repeats."""
+    pairs = [split_view(v) for v in values]
+    named = [view for view, _ in pairs if view is not None]
+    if not named:
+        return [path for _, path in pairs]
+    if len(named) != len(pairs):
+        plain = next(v for (view, _), v in zip(pairs, values) if view is None)
+        raise ValueError(f"--video {plain}: give every view as VIEW=FILE (others are {', '.join(named)}) "
+                         "or no view names at all")
+    if len(set(named)) != len(named):
+        raise ValueError(f"--video: view {next(v for v in named if named.count(v) > 1)!r} is given twice")
+    return {view: path for view, path in pairs}  # type: ignore[misc]
 
 
 def check_device_name(name: str | None) -> None:

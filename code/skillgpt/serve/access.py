@@ -3,11 +3,33 @@ loopback, and the one log line per request."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 MB = 1024 * 1024
+DEFAULT_HOST = "127.0.0.1"  # loopback: this machine only
+DEFAULT_PORT = 7860
+
+
+def check_port_free(host: str, port: int) -> None:
+    """OSError naming --port/--host unless a server could bind `host:port` now (port 0: any free port).
+    Run before the model loads, so a busy port costs no loading time."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise OSError(f"--host {host}: not a known host name or address ({err.strerror})") from err
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise OSError(f"cannot serve the demo on {host}:{port}: {err.strerror or 'address unavailable'}; "
+                          "pick another port with --port N (or another --host)") from err
 
 
 def parse_auth(value: Optional[str]) -> Optional[tuple[str, str]]:

@@ -15,6 +15,16 @@ def _demo(args: argparse.Namespace) -> None:
     main(args)
 
 
+def _check_demo(args: argparse.Namespace) -> None:
+    """A busy port or unknown host is an error before gradio and the model load (exit status 2)."""
+    from skillgpt.serve.access import DEFAULT_HOST, DEFAULT_PORT, check_port_free
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    check_port_free(args.host or DEFAULT_HOST, port)
+
+
 def _chat(args: argparse.Namespace) -> None:
     from skillgpt.serve.chat import run_chat
 
@@ -62,7 +72,7 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
                         "(default: 'What should this athlete improve?')")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_location_flags(p)
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=_demo, check=_check_demo)
 
     p = sub.add_parser("chat", help="chat about a clip in the terminal (/video PATH, /rate, /reset, /quit)")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder (newest checkpoint)")

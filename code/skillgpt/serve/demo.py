@@ -29,7 +29,7 @@ import gradio as gr
 from skillgpt.constants import PLACEHOLDER_OF
 from skillgpt.data.prompt import without_placeholders
 from skillgpt.hashing import file_sha256
-from skillgpt.serve.access import exposure_warnings, parse_auth, request_line
+from skillgpt.serve.access import DEFAULT_HOST, DEFAULT_PORT, exposure_warnings, parse_auth, request_line
 from skillgpt.serve.chat import Conversation, describe_error
 from skillgpt.serve.uploads import MB, UploadRejected, check_upload, example_clips
 
@@ -49,8 +49,8 @@ class ServeConfig:
     """Defaults of `skillgpt demo`; the flags (--host, --port, --share, --auth, --concurrency, --max-upload-mb,
     --max-duration-s, --examples, --max-new-tokens, --feedback-question) override the matching fields."""
 
-    host: str = "127.0.0.1"  # loopback only; pass --host 0.0.0.0 to expose the demo on the network
-    port: int = 7860
+    host: str = DEFAULT_HOST  # loopback only; pass --host 0.0.0.0 to expose the demo on the network
+    port: int = DEFAULT_PORT
     share: bool = False  # no public gradio.live link unless --share
     auth: Optional[str] = field(default=None, repr=False)  # "user:password": Gradio's login page (--auth)
     concurrency: int = 2  # requests running at once per event; the rest wait in the queue

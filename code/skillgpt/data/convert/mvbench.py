@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from skillgpt.data.convert._common import Context, Conversion, letter, object_entries
-from skillgpt.data.media import DataError, read_segment
 
 INSTRUCTION = "Answer with the option's letter."
 
 
 def convert(input_path: Path, ctx: Context) -> Conversion:
+    from skillgpt.data.media import DataError, read_segment  # torch: only when converting
+
     samples = []
     for i, entry, e in object_entries(input_path, ctx):
         ok = True
