@@ -26,7 +26,8 @@ from transformers import (
 )
 
 from skillgpt.config.schema import EncoderConfig, VideoConfig
-from skillgpt.data.hf_preprocessing import preprocess_frames, read_rules
+from skillgpt.data.hf_preprocessing import preprocess_frames
+from skillgpt.pixel_rules import read_rules
 from skillgpt.data.cached_features import preprocessing_signature
 from skillgpt.data.video import load_video
 

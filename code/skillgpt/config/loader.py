@@ -404,7 +404,7 @@ def _resolve_processor(cfg: Config) -> None:
     Face encoder that has a preprocessor_config.json, else null, ImageBind's reference preprocessing (a
     folder without one is fed re-normalised pixels with model.encoder.mean/std, see models/encoders/hf.py).
     Saved configs keep the result: a folder path (a model file, like model.encoder.path) or null."""
-    from skillgpt.data.hf_preprocessing import AUTO, PROCESSOR_ENCODERS
+    from skillgpt.pixel_rules import AUTO, PROCESSOR_ENCODERS
 
     video, encoder = cfg.data.video, cfg.model.encoder
     if video.processor == AUTO:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from skillgpt.config.schema import Config, VideoConfig
 from skillgpt.data.feature_cache import CacheError, FeatureCache, sha256_file
 from skillgpt.data.media import MediaItem, load_media
-from skillgpt.data.hf_preprocessing import processor_rules
+from skillgpt.pixel_rules import processor_rules
 from skillgpt.data.video import PREPROCESSING
 
 # Encoder settings that never change the features (where the weights are read from is covered by the

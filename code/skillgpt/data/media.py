@@ -24,8 +24,8 @@ from torchvision.transforms import functional as TF
 from skillgpt.config.schema import DataConfig
 from skillgpt.constants import PLACEHOLDER_OF, Payload  # noqa: F401 (re-exported: the old import path)
 from skillgpt.data.hf_preprocessing import load_image as hf_load_image
-from skillgpt.data.hf_preprocessing import processor_rules
 from skillgpt.data.video import MediaError, load_video
+from skillgpt.pixel_rules import processor_rules
 
 
 class DataError(ValueError):

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from skillgpt.config.schema import VideoConfig
-from skillgpt.data.hf_preprocessing import preprocess_clips, processor_rules
+from skillgpt.data.hf_preprocessing import preprocess_clips
+from skillgpt.pixel_rules import processor_rules
 
 # Names the media preprocessing (video here, audio.py's clips and media.load_image alike); part of the
 # feature-cache signature, so features cached from differently preprocessed inputs are never reused.

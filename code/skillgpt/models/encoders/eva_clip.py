@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
-from skillgpt.data.hf_preprocessing import processor_rules
+from skillgpt.pixel_rules import processor_rules
 from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, read_state, vit_shape, vit_tensors, vit_to_hf
 from skillgpt.models.encoders.hf import _affine, _floats
 from skillgpt.models.layout import TokenLayout

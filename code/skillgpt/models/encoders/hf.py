@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
-from skillgpt.data.hf_preprocessing import PixelRules, processor_rules, read_rules
+from skillgpt.pixel_rules import PixelRules, processor_rules, read_rules
 from skillgpt.models.layout import TokenLayout
 
 
