@@ -68,8 +68,8 @@ def _feedback(assistant: SkillAssistant, sample: dict, question: str, answer: st
             **flaw_record(text, sample, types, f"sample {sample.get('id', '?')}")}
 
 
-def _score_sample(assistant: SkillAssistant, sample: dict, media: list, labels: list[str],
-                  generate: bool, flaw_types: list[str] | None = None) -> dict[str, Any]:
+def score_sample(assistant: SkillAssistant, sample: dict, media: list, labels: list[str],
+                 generate: bool, flaw_types: list[str] | None = None) -> dict[str, Any]:
     """One sample's record: label scores and (with `generate`) the generated answer, from media encoded
     once (`media` holds encoder features); with `flaw_types` and a sample carrying structured flaws, also
     the generated feedback and its flaw counts."""
@@ -93,7 +93,7 @@ def freeze_motion(media: list) -> list:
 def _motion_free(assistant: SkillAssistant, samples: list[dict], root: Path, labels: list[str], generate: bool,
                  types: list[str] | None) -> list[dict[str, Any]]:
     """Records of every sample scored again on motion-free clips (``freeze_motion``), decoded anew."""
-    return [_score_sample(assistant, s, assistant.encode_media(freeze_motion(assistant.load(s, root))), labels,
+    return [score_sample(assistant, s, assistant.encode_media(freeze_motion(assistant.load(s, root))), labels,
                           generate, types) for s in tqdm(samples, desc="eval motion-free")]
 
 
@@ -184,7 +184,7 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
         else:
             media = [assistant.load(s, root) for s in chunk]
         for s, item in zip(chunk, media):
-            records.append(_score_sample(assistant, s, assistant.encode_media(item), labels, generate, types))
+            records.append(score_sample(assistant, s, assistant.encode_media(item), labels, generate, types))
     train = train_samples(cfg)
     source = f"train split (data.train: {cfg.data.train})"
     summary = summarize(records, labels, baseline_labels=None if train is None else

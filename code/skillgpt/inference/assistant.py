@@ -7,7 +7,7 @@ cache) and free text from ``inference.generation``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import Tensor
@@ -22,6 +22,11 @@ from skillgpt.data.video import MediaError
 from skillgpt.inference import generation, scoring
 from skillgpt.inference.inputs import resolve_device
 from skillgpt.models.build import build_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from skillgpt.models.skill_model import SkillGPT
 
 Turn = dict[str, str]
 Media = list[tuple[str, Payload]]  # (kind, pixels or encoder features) in placeholder order
@@ -39,6 +44,18 @@ class SkillAssistant:
         self.model.to(self.device).eval()
         self.template = llm_template(self.cfg.model.llm)
         self.placeholder_tokens = self.model.placeholder_tokens()
+
+    @classmethod
+    def from_model(cls, cfg: Config, model: SkillGPT, tokenizer: PreTrainedTokenizerBase,
+                   device: torch.device) -> "SkillAssistant":
+        """The facade over a model already in memory (e.g. the one being trained: validation scores it as
+        `skillgpt eval` does); nothing is loaded, the model's mode and device are left as they are."""
+        assistant = cls.__new__(cls)
+        assistant.ckpt, assistant.cfg, assistant.device = Path(cfg.train.output_dir), cfg, device
+        assistant.model, assistant.tokenizer = model, tokenizer
+        assistant.template = llm_template(cfg.model.llm)
+        assistant.placeholder_tokens = model.placeholder_tokens()
+        return assistant
 
     # ---- inputs ------------------------------------------------------------------------------
     def load(self, record: dict, root: str | Path = ".") -> Media:

@@ -1,7 +1,7 @@
 """Validation during training on `data.val`: the mean loss (as trained) and, for proficiency data, the
 label top-1 that `skillgpt eval` reports.
 
-Top-1 is scored by the eval code itself (``skillgpt.eval.run._score_sample`` over the inference facade,
+Top-1 is scored by the eval code itself (``skillgpt.eval.run.score_sample`` over the inference facade,
 ``SkillAssistant`` -> ``inference.scoring``) on the model being trained, so a checkpoint's val top-1
 here equals `skillgpt eval --split val` on it. Every process runs the same validation (as the loss
 always did): under ZeRO-3 each forward gathers parameters collectively, so the ranks must make the
@@ -24,7 +24,7 @@ from skillgpt.data.media import media_to
 from skillgpt.data.templates import llm_template
 from skillgpt.distributed import rank as process_rank
 from skillgpt.eval.metrics import summarize
-from skillgpt.eval.run import _score_sample
+from skillgpt.eval.run import score_sample
 from skillgpt.inference.assistant import Media, SkillAssistant
 from skillgpt.models.skill_model import SkillGPT
 
@@ -62,18 +62,6 @@ def validation_loss(engine, loader: DataLoader, device: torch.device) -> float:
     return total / max(count, 1)
 
 
-class TrainingAssistant(SkillAssistant):
-    """The inference facade over the model being trained: what `SkillAssistant(ckpt)` holds after loading
-    a checkpoint, without loading one."""
-
-    def __init__(self, cfg: Config, model: SkillGPT, tokenizer: Any, device: torch.device) -> None:  # noqa: D107
-        # SkillAssistant.__init__ builds a model from a checkpoint; here the live one is used as it is
-        self.ckpt, self.cfg, self.device = Path(cfg.train.output_dir), cfg, device
-        self.model, self.tokenizer = model, tokenizer
-        self.template = llm_template(cfg.model.llm)
-        self.placeholder_tokens = model.placeholder_tokens()
-
-
 def labelled_samples(cfg: Config) -> list[dict]:
     """The data.val samples that top-1 can score: a proficiency `label` of eval.labels and media. None for
     other eval tasks, eval.views (late fusion) or eval.self_questions (generation: too slow here)."""
@@ -100,7 +88,7 @@ class Validator:
                                  collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))
         self.samples = labelled_samples(cfg)
         self.root = Path(cfg.data.media_root) if cfg.data.media_root else Path(cfg.data.val).parent
-        self.assistant = TrainingAssistant(cfg, model, tokenizer, engine.device)
+        self.assistant = SkillAssistant.from_model(cfg, model, tokenizer, engine.device)
         self._media: dict[int, Media] = {}
 
     def loss(self) -> float:
@@ -123,7 +111,7 @@ class Validator:
         labels = list(self.cfg.eval.labels)
         self.engine.eval()
         try:
-            records = [_score_sample(self.assistant, s, self.assistant.encode_media(self._load(i)), labels, False)
+            records = [score_sample(self.assistant, s, self.assistant.encode_media(self._load(i)), labels, False)
                        for i, s in enumerate(self.samples)]
         finally:
             self.engine.train()
