@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from skillgpt.checkpoint.delta import load_trained_parts, save_trained_parts
-from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.models.build import build_model
 
 
@@ -89,7 +88,7 @@ COMBOS = {
 
 
 @pytest.mark.parametrize("combo", sorted(COMBOS))
-def test_combination_trains_and_reloads(combo, tiny_workspace, hf_folders, tmp_path):
+def test_combination_trains_and_reloads(combo, tiny_workspace, first_batch, hf_folders, tmp_path):
     kind, overrides = COMBOS[combo]
     overrides = [o.format(**{k: str(v) for k, v in hf_folders.items()}) for o in overrides]
     train_json = _dataset_json(tiny_workspace, tmp_path, kind)
@@ -97,10 +96,7 @@ def test_combination_trains_and_reloads(combo, tiny_workspace, hf_folders, tmp_p
                                 "data.video.num_clips=2", "data.video.resolution=32",
                                 "model.encoder.image_size=32", "model.encoder.patch_size=8", *overrides)
     torch.manual_seed(0)
-    model, tok = build_model(cfg)
-    ds = SkillDataset(cfg.data.train, cfg.data, tok, cfg.model.llm.template, model.placeholder_tokens(),
-                      cfg.model.llm.max_length)
-    batch = collate([ds[i] for i in range(len(ds))], tok.pad_token_id)
+    model, tok, ds, batch = first_batch(cfg)
     n_video = model.num_tokens("video")
     assert (batch["input_ids"] == -200).sum() == len(ds) * n_video * (2 if "separate" in combo else 1)
     trainable = [p for p in model.parameters() if p.requires_grad]

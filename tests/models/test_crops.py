@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from skillgpt.config.schema import EncoderConfig
-from skillgpt.data.dataset import SkillDataset, collate
 from skillgpt.models.build import build_model
 from skillgpt.models.encoders.imagebind_encoder import ImageBindVideoEncoder
 from skillgpt.models.skill_model import pick_frames
@@ -93,17 +92,14 @@ MODES = {  # the factor the crops multiply the <video> tokens by
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_three_crops_train_a_step_with_counts_matching_the_pixels(mode, tiny_workspace, siglip) -> None:
+def test_three_crops_train_a_step_with_counts_matching_the_pixels(mode, tiny_workspace, first_batch, siglip) -> None:
     factor, overrides = MODES[mode]
     overrides = [o.format(siglip=siglip) for o in overrides]
     cfg = tiny_workspace.config(2, f"crops-{mode}", "train.init_from=null", "data.video.num_crops=3",
                                 "data.video.num_clips=2", "data.video.resolution=32",
                                 "model.encoder.image_size=32", "model.encoder.patch_size=8", *overrides)
     torch.manual_seed(0)
-    model, tok = build_model(cfg)
-    ds = SkillDataset(cfg.data.train, cfg.data, tok, cfg.model.llm.template, model.placeholder_tokens(),
-                      cfg.model.llm.max_length)
-    batch = collate([ds[i] for i in range(2)], tok.pad_token_id)
+    model, tok, ds, batch = first_batch(cfg, 2)
     assert batch["media"]["video"].shape[1] == 2 * 3  # clips x crops rows reach the model
     one_crop, _ = build_model(tiny_workspace.config(2, f"crops-{mode}", "train.init_from=null",
                                                     "data.video.num_clips=2", "data.video.resolution=32",

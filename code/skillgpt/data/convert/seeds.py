@@ -17,7 +17,7 @@ Each output sample: ``{"id", "image" | "video", "conversations"}`` (``minigpt4-a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from skillgpt.data.convert._common import Context, Conversion, entry_list, format_pattern, read_structured
 
@@ -61,6 +61,16 @@ def _objects(input_path: Path, ctx: Context, key: Optional[str] = None):
         yield i, entry, e
 
 
+def _image_conversations(input_path: Path, ctx: Context, image_field: str,
+                         turns_field: str) -> Iterator[tuple[int, str, dict[str, Any], str, list[dict[str, str]]]]:
+    """(index, entry, object, image name, turns) of every object whose image name and turns are valid (the
+    others are reported to `ctx`)."""
+    for i, entry, e in _objects(input_path, ctx):
+        image, turns = _text(e, image_field, entry, ctx), _turns(e.get(turns_field), entry, ctx, turns_field)
+        if image is not None and turns is not None:
+            yield i, entry, e, image, turns
+
+
 def _add(samples: list, ctx: Context, sid: str, entry: str, sample: dict[str, Any]) -> None:
     if ctx.claim_id(sid, entry):
         samples.append({"id": sid, **sample})
@@ -68,10 +78,7 @@ def _add(samples: list, ctx: Context, sid: str, entry: str, sample: dict[str, An
 
 def convert_pandagpt(input_path: Path, ctx: Context) -> Conversion:
     samples: list[dict[str, Any]] = []
-    for i, entry, e in _objects(input_path, ctx):
-        name, turns = _text(e, "image_name", entry, ctx), _turns(e.get("conversation"), entry, ctx, "conversation")
-        if name is None or turns is None:
-            continue
+    for i, entry, _, name, turns in _image_conversations(input_path, ctx, "image_name", "conversation"):
         if any(ph in t["value"] for t in turns for ph in ("<image>", "<video>", "<audio>")):
             ctx.error(entry, "conversation", "already holds a media placeholder (PandaGPT's data has none)")
             continue
@@ -122,10 +129,7 @@ def _image_first(value: str) -> str:
 
 def convert_llava_pretrain(input_path: Path, ctx: Context) -> Conversion:
     samples: list[dict[str, Any]] = []
-    for i, entry, e in _objects(input_path, ctx):
-        image, turns = _text(e, "image", entry, ctx), _turns(e.get("conversations"), entry, ctx, "conversations")
-        if image is None or turns is None:
-            continue
+    for i, entry, e, image, turns in _image_conversations(input_path, ctx, "image", "conversations"):
         if sum(t["value"].count("<image>") for t in turns) != 1 or "<image>" in turns[1]["value"]:
             ctx.error(entry, "conversations", "expected one <image>, in the human turn")
             continue
