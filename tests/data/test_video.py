@@ -448,3 +448,13 @@ def test_empty_file_and_directory(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(MediaError, match="dir.mp4"):
         load_video(folder, VideoConfig())
+
+
+def test_videogpt_plus_sampling_takes_its_frames_and_zero_pads(tmp_path) -> None:
+    clip = indexed_video(tmp_path / "v.mp4", 30, fps=10)  # 3 s: 3 positions at 1 fps, re-spaced to 8
+    cfg = VideoConfig(sampling="videogpt_plus", num_clips=3, frames_per_clip=4, resolution=32, mean=[0.0] * 3,
+                      std=[1.0] * 3, processor=None)
+    video = load_video(clip, cfg)
+    assert video.shape == (3, 3, 4, 32, 32)
+    assert frame_ids(video[:2]) == [[0, 4, 8, 12], [16, 20, 24, 28]]
+    assert torch.count_nonzero(video[2]) == 0  # 12 slots, 8 frames: the last clip is VideoGPT+'s zero padding

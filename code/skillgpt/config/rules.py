@@ -31,7 +31,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
-    "data.video.num_crops": (1, 3),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
+    "data.video.num_crops": (1, 3),
+    "data.video.sampling": ("clips", "videogpt_plus"),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
 }
 # Allowed items of list fields (each at most once).
 LIST_CHOICES: dict[str, tuple[str, ...]] = {
@@ -41,7 +42,7 @@ LIST_CHOICES: dict[str, tuple[str, ...]] = {
 MINIMUMS: dict[str, int] = {
     "model.encoder.pool": 1, "model.context.encoder.pool": 1, "model.projector.pool": 1,
     "model.context.projector.pool": 1, "model.context.frames": 1, "data.video.num_clips": 1,
-    "data.video.frames_per_clip": 1, "data.audio.num_clips": 1, "train.eval_every": 0,
+    "data.video.frames_per_clip": 1, "data.video.max_frames": 1, "data.video.min_frames": 1, "data.audio.num_clips": 1, "train.eval_every": 0,
 }
 
 # Keys whose other values the schema admits but this version refuses: key -> (the supported value, why).

@@ -28,6 +28,14 @@ class VideoConfig:
     # (resolution/mean/std unused; data/hf_preprocessing.py); auto: the config loader picks
     # model.encoder.path for hf_image / hf_video encoders whose folder has that file, else null.
     processor: Optional[str] = "auto"
+    # Which frames: "clips" = num_clips clips of clip_duration seconds, frames_per_clip each (ImageBind's
+    # reference sampler, above); "videogpt_plus" = VideoGPT+'s loader (data/videogpt_sampling.py): the video
+    # walked at sample_fps, thinned to max_frames / re-spaced to min_frames, num_clips * frames_per_clip of
+    # those frames in order (zero frames pad a short video); clip_duration unused
+    sampling: str = "clips"
+    sample_fps: float = 1.0
+    max_frames: int = 16
+    min_frames: int = 8
 
 
 @dataclass

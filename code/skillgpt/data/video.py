@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from skillgpt.config.schema import VideoConfig
 from skillgpt.data.hf_preprocessing import preprocess_clips
+from skillgpt.data.videogpt_sampling import PADDING, frame_slots, sampled_positions
 from skillgpt.pixel_rules import processor_rules
 
 # Names the media preprocessing (video here, audio.py's clips and media.load_image alike); part of the
@@ -285,17 +286,34 @@ def load_video(path: str | os.PathLike, cfg: VideoConfig, num_threads: int = 1,
     fps = float(reader.get_avg_fps())  # decord's average rate, as pytorchvideo's decord backend uses
     if not (fps > 0 and math.isfinite(fps)):
         raise MediaError(f"{path}: video reports frame rate {fps} (expected a positive frame rate)")
-    first, end = 0, num_frames
-    if segment is not None:
-        try:
-            first, end = segment_frames(num_frames, fps, segment)
-        except ValueError as err:
-            raise MediaError(f"{path}: {err}") from err
-    clips = [[first + i for i in clip] for clip in sample_frame_indices(end - first, fps, cfg, start_shifts)]
+    try:
+        clips = _clip_frames(num_frames, fps, cfg, start_shifts, segment)
+    except ValueError as err:
+        raise MediaError(f"{path}: {err}") from err
+    padded = [(c, t) for c, clip in enumerate(clips) for t, i in enumerate(clip) if i == PADDING]
+    if padded:  # VideoGPT+ pads a short video with zero frames: decode a real one there, zero it below
+        clips = [[clip[0] if i == PADDING else i for i in clip] for clip in clips]
     wanted = sorted({i for clip in clips for i in clip})
     frames = _decode(reader, path, wanted, num_threads)
     if frames.ndim != 4 or frames.shape[0] != len(wanted) or frames.shape[-1] != 3:
         raise MediaError(f"{path}: decoded frames have shape {tuple(frames.shape)} (expected [F, H, W, 3])")
     if (rules := processor_rules(cfg.processor)) is not None:  # a Hugging Face model's own pixel rules
-        return preprocess_clips(frames, clips, wanted, rules, cfg.num_crops)
-    return preprocess(frames, clips, wanted, cfg)
+        out = preprocess_clips(frames, clips, wanted, rules, cfg.num_crops)
+    else:
+        out = preprocess(frames, clips, wanted, cfg)
+    for c, t in padded:  # rows are clip-major, crops within a clip
+        out[c * cfg.num_crops:(c + 1) * cfg.num_crops, :, t] = 0
+    return out
+
+
+def _clip_frames(num_frames: int, fps: float, cfg: VideoConfig, start_shifts: list[float] | None,
+                 segment: tuple[float, float] | None) -> list[list[int]]:
+    """Frame indices of every clip by `cfg.sampling` (PADDING marks a zero frame); ValueError for a
+    segment outside the video."""
+    if cfg.sampling == "videogpt_plus":  # no temporal jitter: the original has none
+        per_clip = cfg.frames_per_clip
+        slots = frame_slots(sampled_positions(num_frames, fps, segment, cfg.max_frames, cfg.min_frames,
+                                              cfg.sample_fps), cfg.num_clips * per_clip)
+        return [slots[c * per_clip:(c + 1) * per_clip] for c in range(cfg.num_clips)]
+    first, end = (0, num_frames) if segment is None else segment_frames(num_frames, fps, segment)
+    return [[first + i for i in clip] for clip in sample_frame_indices(end - first, fps, cfg, start_shifts)]
