@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from skillgpt.config.schema import EncoderConfig
-from skillgpt.models.encoders.imagebind import ImageBindModel, load_imagebind_state, load_state_strict
+from skillgpt.models.encoders.imagebind import ImageBindModel
+from skillgpt.models.encoders.imagebind_weights import load_imagebind_state, load_state_strict
 from skillgpt.models.encoders.imagebind_encoder import ImageBindVideoEncoder
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "imagebind"
