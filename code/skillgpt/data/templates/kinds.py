@@ -64,6 +64,8 @@ class SeparatorTemplate(ConversationTemplate):
     # Self-questioning (SQ-LLaVA): the user's questions are supervised too (the text after the last
     # placeholder of a turn, and the assistant prefix that ends it), so the model learns to ask.
     supervise_questions: bool = False
+    system_prefix: str = ""  # written before the system prompt (kept when the prompt is overridden)
+    reply_prefix: str = " "  # between the assistant prefix and the reply
 
     def _fill(self, text: str, tokenizer: PreTrainedTokenizerBase) -> str:
         return text.replace("{eos}", _eos(tokenizer, self.name)) if "{eos}" in text else text
@@ -72,7 +74,7 @@ class SeparatorTemplate(ConversationTemplate):
         system, turns = _split_system(messages, self.system)
         out = _Builder()
         if system:
-            out.add(system + self.system_sep)
+            out.add(self.system_prefix + system + self.system_sep)
         terminator = self._fill(self.terminator, tokenizer)
         for i, msg in enumerate(turns):
             if msg["role"] == "user":
@@ -88,7 +90,7 @@ class SeparatorTemplate(ConversationTemplate):
                 out.add(msg["content"][cut:], supervised=self.supervise_questions)
                 out.add(self.assistant_prefix, supervised=self.supervise_questions)
             else:
-                out.add(" " + msg["content"] + terminator, supervised=True)
+                out.add(self.reply_prefix + msg["content"] + terminator, supervised=True)
         return out.result()
 
     def render_messages(

@@ -45,6 +45,22 @@ register_template(
 )
 # SQ-LLaVA: vicuna_v1 whose user questions are supervised as well
 register_template(replace(_REGISTRY["vicuna_v1"], name="vicuna_v1_sq", supervise_questions=True))
+# VideoGPT+ (conversation.py conv_phi3_instruct, MPT separators): "<|system|>\n{sys}<|end|>\n<|user|>\n{msg}<|end|>
+# \n<|assistant|>\n{reply}<|end|>..."; the original's tokenizer_image_token puts the tokenizer's BOS first.
+register_template(
+    SeparatorTemplate(
+        name="phi3_instruct",
+        system="You are a helpful AI assistant.",
+        system_prefix="<|system|>\n",
+        system_sep="<|end|>",
+        first_user_prefix="\n<|user|>\n",
+        user_prefix="\n<|user|>\n",
+        assistant_prefix="<|end|>\n<|assistant|>\n",
+        reply_prefix="",
+        terminator="<|end|>",
+        stops=("<|end|>", "{eos}"),
+    )
+)
 register_template(Llama2Template())
 register_template(ChatTemplate())
 # PandaGPT (openllama.py build_one_instance / prompt_wrap; web_demo.py for generation): no system prompt.
