@@ -31,8 +31,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
-    "data.video.num_crops": (1, 3),
-    "data.video.sampling": ("clips", "videogpt_plus"),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
+    "data.video.num_crops": (1, 3),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
+    "data.video.sampling": ("clips", "videogpt_plus"),
 }
 # Allowed items of list fields (each at most once).
 LIST_CHOICES: dict[str, tuple[str, ...]] = {
