@@ -40,6 +40,9 @@ METADATA = frozenset({"image_processor_type", "video_processor_type", "feature_e
                       "disable_grouping", "num_frames", "fps", "return_metadata", "video_metadata"})
 # PIL resample codes torchvision resizes uint8 tensors with (the processor's mapping).
 RESAMPLE = {0: "NEAREST_EXACT", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC"}
+# Resize backends: "torchvision" (a transformers processor) or "opencv" (cv2.resize, INTER_LINEAR, on uint8
+# frames; pixels normalised in float64, then float32: InternVideo2's VideoTrainProcessor in VideoGPT+).
+BACKENDS = ("torchvision", "opencv")
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,14 @@ class PixelRules:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str = field(default="", compare=False)
+    backend: str = "torchvision"
 
     def signature(self) -> dict[str, Any]:
         """JSON-able settings for the feature cache (the source path excluded)."""
-        return {k: v for k, v in self.__dict__.items() if k != "source"} | {"arithmetic": HF_PREPROCESSING}
+        settings = {k: v for k, v in self.__dict__.items() if k not in ("source", "backend")}
+        if self.backend != "torchvision":  # signatures of the Hugging Face rules stay as they were
+            settings["backend"] = self.backend
+        return settings | {"arithmetic": HF_PREPROCESSING}
 
     def affine(self) -> tuple[list[float], list[float]]:
         """Per-channel (scale, offset) with pixel = uint8 value * scale + offset."""
@@ -169,8 +176,25 @@ def read_rules(folder: str | Path) -> PixelRules:
     return rules
 
 
+# Named pixel rules of encoders whose original code has its own preprocessing rather than a transformers
+# processor folder: ``data.video.processor: <name>`` (a name here wins over a folder of the same name).
+BUILTIN_RULES: dict[str, PixelRules] = {
+    # VideoGPT+'s InternVideo2 VideoTrainProcessor (videogpt_plus/model/internvideo/utils.py): cv2.resize of
+    # each RGB frame to 224 x 224 (INTER_LINEAR, aspect not kept, no crop), /255, ImageNet mean and std.
+    "internvideo2": PixelRules(
+        processor="InternVideo2VideoTrainProcessor", do_resize=True, shortest_edge=None, longest_edge=None,
+        height=224, width=224, resample=2, do_center_crop=False, crop=None, do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        source="built-in internvideo2", backend="opencv"),
+}
+# Encoders (registry names) whose pixel rules are built in; ``processor: auto`` resolves to their entry.
+BUILTIN_ENCODER_RULES = {"internvideo2": "internvideo2"}
+
+
 def processor_rules(processor: Optional[str]) -> Optional[PixelRules]:
     """``data.video.processor`` -> its rules; None for ImageBind's reference preprocessing (null, auto)."""
     if processor is None or processor == AUTO:
         return None
+    if processor in BUILTIN_RULES:
+        return BUILTIN_RULES[processor]
     return read_rules(processor)

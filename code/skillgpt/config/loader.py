@@ -240,10 +240,12 @@ def _resolve_processor(cfg: Config) -> None:
     Face encoder that has a preprocessor_config.json, else null, ImageBind's reference preprocessing (a
     folder without one is fed re-normalised pixels with model.encoder.mean/std, see models/encoders/hf.py).
     Saved configs keep the result: a folder path (a model file, like model.encoder.path) or null."""
-    from skillgpt.pixel_rules import AUTO, PROCESSOR_ENCODERS
+    from skillgpt.pixel_rules import AUTO, BUILTIN_ENCODER_RULES, PROCESSOR_ENCODERS
 
     video, encoder = cfg.data.video, cfg.model.encoder
-    if video.processor == AUTO:
+    if video.processor == AUTO and encoder.name in BUILTIN_ENCODER_RULES:  # the original's own preprocessing
+        video.processor = BUILTIN_ENCODER_RULES[encoder.name]
+    elif video.processor == AUTO:
         own = encoder.name in PROCESSOR_ENCODERS and encoder.path
         has_rules = own and (Path(encoder.path).expanduser() / "preprocessor_config.json").is_file()
         video.processor = encoder.path if has_rules else None

@@ -67,7 +67,11 @@ def crop_boxes(height: int, width: int, crop: tuple[int, int], num_crops: int) -
 
 
 def _normalise(x: Tensor, rules: PixelRules) -> Tensor:
-    """uint8 -> float32 pixels, rescale and normalise fused as TorchvisionBackend.rescale_and_normalize."""
+    """uint8 -> float32 pixels, rescale and normalise fused as TorchvisionBackend.rescale_and_normalize (the
+    opencv backend: ``(x * factor - mean) / std`` in float64, as VideoGPT+'s numpy code, then float32)."""
+    if rules.backend == "opencv":
+        mean, std = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in (rules.mean, rules.std))
+        return ((x.to(torch.float64) * rules.rescale_factor - mean) / std).to(torch.float32)
     x = x.to(torch.float32)
     if rules.do_normalize:
         factor = (1.0 / rules.rescale_factor) if rules.do_rescale else 1.0
@@ -77,12 +81,24 @@ def _normalise(x: Tensor, rules: PixelRules) -> Tensor:
     return x * rules.rescale_factor if rules.do_rescale else x
 
 
+def _opencv_resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 [F, 3, H, W] -> [F, 3, h, w] by ``cv2.resize`` (INTER_LINEAR, OpenCV's fixed-point uint8 path)."""
+    import cv2
+
+    height, width = size
+    out = [cv2.resize(np.ascontiguousarray(f.permute(1, 2, 0).numpy()), (width, height),
+                      interpolation=cv2.INTER_LINEAR) for f in frames]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
 def preprocess_frames(frames: Tensor, rules: PixelRules, num_crops: int = 1) -> Tensor:
     """uint8 [F, 3, H, W] -> float32 [num_crops, F, 3, h, w] (crop-major)."""
     from torchvision.transforms.v2 import functional as tvF
 
     x = frames.contiguous()
-    if rules.do_resize:
+    if rules.do_resize and rules.backend == "opencv":
+        x = _opencv_resize(x, resized_size(rules, *x.shape[-2:]))
+    elif rules.do_resize:
         mode = getattr(tvF.InterpolationMode, RESAMPLE[rules.resample])
         x = tvF.resize(x, list(resized_size(rules, *x.shape[-2:])), interpolation=mode, antialias=True)
     if rules.do_center_crop:

@@ -36,11 +36,19 @@ def _eva_clip(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Modul
     return EvaClipEncoder(cfg, video, on_meta=on_meta)
 
 
+def _internvideo2(cfg: EncoderConfig, video: VideoConfig, on_meta: bool) -> nn.Module:
+    from skillgpt.models.encoders.internvideo2 import InternVideo2Encoder
+
+    return InternVideo2Encoder(cfg, video, on_meta=on_meta)
+
+
 ENCODERS: dict[str, Callable[[EncoderConfig, VideoConfig, bool], nn.Module]] = {
     "imagebind": _imagebind,
     "hf_image": _hf_image,  # CLIP / SigLIP vision tower per frame (model.encoder.path: local folder)
     "hf_video": _hf_video,  # VideoMAE / TimeSformer per clip (model.encoder.path: local folder)
-    "eva_clip": _eva_clip,  # EVA-CLIP ViT-g (+ BLIP-2 Q-Former) per frame: MiniGPT-4 / MiniGPT-v2 (LAVIS files)
+    "eva_clip": _eva_clip,
+    # InternVideo2 1B stage-2 per 4-frame clip: VideoGPT+'s video tower (model.encoder.checkpoint: local .pt)
+    "internvideo2": _internvideo2,  # EVA-CLIP ViT-g (+ BLIP-2 Q-Former) per frame: MiniGPT-4 / MiniGPT-v2 (LAVIS files)
 }
 
 
