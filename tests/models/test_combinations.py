@@ -84,6 +84,16 @@ COMBOS = {
     "imagebind+siglip_context": ("plain", ["model.context.enabled=true", "model.context.encoder.path={siglip}",
                                            "model.context.frames=3", "model.context.position=after"]),
     "imagebind+audio": ("audio", ["model.audio.enabled=true", "model.audio.projector.name=linear"]),
+    # the VideoGPT+ presets' shape at a tiny size: InternVideo2 (random, 2 blocks) + CLIP context frames, both
+    # through pool projectors that project then pool, VideoGPT+'s frame sampling; pooling levels 1, 2, 4
+    **{f"videogpt_plus_pool{pool}": ("plain", [
+        "model.encoder.name=internvideo2", "model.encoder.checkpoint=null", "model.encoder.keep_cls=false",
+        "model.encoder.vision_width=32", "model.encoder.vision_layers=2", "model.encoder.vision_heads=2",
+        "model.encoder.pool=1", "model.projector.name=pool", f"model.projector.pool={pool}",
+        "model.projector.pool_after_mlp=true", "model.context.enabled=true", "model.context.encoder.path={clip}",
+        "model.context.frames=2", "model.context.projector.pool_after_mlp=true",
+        f"model.context.projector.pool={pool}", "data.video.processor=null", "data.video.sampling=videogpt_plus"])
+       for pool in (1, 2, 4)},
 }
 
 

@@ -212,3 +212,20 @@ def test_view_fusion_view_order_only_matters_through_view_embeddings() -> None:
 def test_view_fusion_heads_must_divide_width() -> None:
     with pytest.raises(ValueError, match="model.projector.heads"):
         make("view_fusion", RICH, in_dim=7)
+
+
+def test_pool_after_mlp_projects_every_token_then_pools() -> None:
+    """VideoGPT+'s order (model.projector.pool_after_mlp): mlp2x_gelu per token, then the grid's average."""
+    from skillgpt.models.layout import TokenLayout
+    from skillgpt.models.projectors.pool import PoolProjector
+
+    torch.manual_seed(0)
+    layout = TokenLayout(groups=3, prefix=0, grid=4)
+    projector = PoolProjector(8, 6, layout, pool=2, mlp_first=True)
+    x = torch.randn(2, layout.num_tokens, 8)
+    y = projector.mlp(x).reshape(2 * 3, 4, 4, 6).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.avg_pool2d(y, 2).flatten(2).transpose(1, 2).reshape(2, 3 * 4, 6)
+    torch.testing.assert_close(projector(x), expected)
+    first = PoolProjector(8, 6, layout, pool=2)
+    first.load_state_dict(projector.state_dict())
+    assert (first(x) - expected).abs().max() > 1e-3  # the order matters (GELU between the linears)

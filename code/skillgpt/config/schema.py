@@ -104,6 +104,7 @@ class ProjectorConfig:
     num_prototypes: int = 8  # prototype: learned prototypes = output tokens per video
     heads: int = 4  # attention heads of resampler / view_fusion
     layers: int = 1  # cross-attention layers of resampler / view_fusion
+    pool_after_mlp: bool = False  # pool: project every token, then pool (VideoGPT+'s order); false: pool first
 
 
 @dataclass

@@ -12,7 +12,7 @@ or ``model`` entry holds ``vision_encoder.*`` tensors, a bare state dict, or ``.
 depth, the MLP size and the position table's frames are read from the tensors, the heads from
 ``model.encoder.vision_heads`` (16 for 1B). A table made for another frame count is resized along time
 linearly, as ``interpolate_pos_embed_internvideo2_new``. Without a checkpoint: seeded random weights of
-``vision_width`` / ``vision_layers`` (blocks run) / ``vision_heads``. Pixels: ``data.video.processor:
+``vision_width`` / ``vision_layers`` (blocks run) / ``vision_heads`` (also the sizes of a meta build). Pixels: ``data.video.processor:
 internvideo2`` (the loader's default for this encoder) is VideoGPT+'s own preprocessing; other pixel rules
 are re-normalised to ImageNet statistics and resized (bilinear) to ``image_size``.
 Checked against VideoGPT+'s code: tests/models/test_internvideo2.py (fixture tests/fixtures/internvideo2).
@@ -178,7 +178,8 @@ class InternVideo2Encoder(nn.Module):
         if self.pool < 1:
             raise ValueError(f"model.encoder.pool must be >= 1, got {cfg.pool}")
         self.file = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
-        state = read_checkpoint(self.file) if self.file is not None else None
+        # on the meta device (architecture only) the sizes are the config's and no file is read
+        state = read_checkpoint(self.file) if self.file is not None and not on_meta else None
         shape = self._shape(cfg, state)
         self.dim, self.patch, self.image_size = shape["dim"], shape["patch"], int(cfg.image_size)
         if self.image_size % self.patch:
@@ -222,9 +223,11 @@ class InternVideo2Encoder(nn.Module):
     def _init_or_load(self, cfg: Any, state: dict[str, Tensor] | None, shape: dict[str, Any]) -> None:
         if state is None:  # seeded random weights (the original's init: truncated normal 0.02, sin-cos positions)
             generator = torch.Generator().manual_seed(int(cfg.init_seed))
-            for name, p in self.named_parameters():
+            for name, p in self.named_parameters():  # every tensor from the seed: rebuilds are identical
                 if name.endswith("weight") and p.ndim > 1 or name == "cls_token":
                     p.data.copy_(torch.randn(p.shape, generator=generator).clamp_(-2, 2) * 0.02)
+                elif name.endswith("bias"):
+                    p.data.zero_()
             self.pos_embed.data.copy_(sincos_table(self.dim, self.grid, self.frames))
             self.img_pos_embed.data.copy_(sincos_table(self.dim, self.grid, 1))
             return

@@ -43,15 +43,17 @@ def pooled_grid(grid: int, pool: int) -> int:
 
 
 class PoolProjector(nn.Module):
-    """Adaptive-average-pool each group's patch grid to g' x g' (prefix tokens kept), then mlp2x_gelu.
+    """Adaptive-average-pool each group's patch grid to g' x g' (prefix tokens kept), then mlp2x_gelu
+    (``pool_after_mlp``: mlp2x_gelu on every token first, then the pooling, as VideoGPT+).
 
     Views are treated like more groups. N' = views * groups * (prefix + g'^2).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, layout: TokenLayout, pool: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, layout: TokenLayout, pool: int, mlp_first: bool = False) -> None:
         super().__init__()
         self.layout = layout
         self.pool = require_at_least("pool", pool)
+        self.mlp_first = mlp_first  # VideoGPT+ projects every token, then pools (arch.py project())
         self.mlp = mlp2x_gelu(in_dim, out_dim)
 
     def output_tokens(self, layout: TokenLayout) -> int:
@@ -61,17 +63,22 @@ class PoolProjector(nn.Module):
         """`layout` (default: the one built for) lets one projector serve videos and images alike."""
         layout = layout or self.layout
         check_input("pool", x, layout)
-        lay, (b, _, d) = layout, x.shape
+        if self.mlp_first:
+            return self._pool(self.mlp(x), layout)
+        return self.mlp(self._pool(x, layout))
+
+    def _pool(self, x: torch.Tensor, lay: TokenLayout) -> torch.Tensor:
+        (b, _, d) = x.shape
         g, g2 = lay.grid, pooled_grid(lay.grid, self.pool)
-        if g2 != g:
-            x = x.reshape(b * lay.views * lay.groups, lay.per_group, d)
-            prefix, patches = x[:, : lay.prefix], x[:, lay.prefix :]
-            # [BG, g*g, D] row-major -> [BG, D, g, g] -> pooled [BG, D, g', g'] -> [BG, g'*g', D]
-            grid = patches.reshape(-1, g, g, d).permute(0, 3, 1, 2)
-            pooled = F.adaptive_avg_pool2d(grid, g2).flatten(2).transpose(1, 2)
-            x = torch.cat([prefix, pooled], dim=1).reshape(b, -1, d)
-        return self.mlp(x)
+        if g2 == g:
+            return x
+        x = x.reshape(b * lay.views * lay.groups, lay.per_group, d)
+        prefix, patches = x[:, : lay.prefix], x[:, lay.prefix :]
+        # [BG, g*g, D] row-major -> [BG, D, g, g] -> pooled [BG, D, g', g'] -> [BG, g'*g', D]
+        grid = patches.reshape(-1, g, g, d).permute(0, 3, 1, 2)
+        pooled = F.adaptive_avg_pool2d(grid, g2).flatten(2).transpose(1, 2)
+        return torch.cat([prefix, pooled], dim=1).reshape(b, -1, d)
 
 
 def build_pool(cfg: ProjectorConfig, in_dim: int, out_dim: int, layout: TokenLayout) -> PoolProjector:
-    return PoolProjector(in_dim, out_dim, layout, cfg.pool)
+    return PoolProjector(in_dim, out_dim, layout, cfg.pool, mlp_first=cfg.pool_after_mlp)
