@@ -37,7 +37,8 @@ HONOURED = frozenset({"do_resize", "size", "resample", "do_center_crop", "crop_s
 # do_sample_frames: false switches off).
 METADATA = frozenset({"image_processor_type", "video_processor_type", "feature_extractor_type", "processor_class",
                       "_processor_class", "input_data_format", "data_format", "return_tensors", "device",
-                      "disable_grouping", "num_frames", "fps", "return_metadata", "video_metadata"})
+                      "disable_grouping", "num_frames", "fps", "return_metadata", "video_metadata",
+                      "_valid_processor_keys"})  # (the last: a list of names transformers 4.40-4.42 saved by mistake)
 # PIL resample codes torchvision resizes uint8 tensors with (the processor's mapping).
 RESAMPLE = {0: "NEAREST_EXACT", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC"}
 # Resize backends: "torchvision" (a transformers processor) or "opencv" (cv2.resize, INTER_LINEAR, on uint8

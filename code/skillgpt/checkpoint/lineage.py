@@ -87,10 +87,12 @@ def _hint(key: str) -> str:
 
 def _resolve_paths(cfg: Config, ckpt: Path, given: set[str]) -> None:
     """Point every path field at the first place it exists (a missing model file is an error)."""
+    from skillgpt.pixel_rules import AUTO, BUILTIN_RULES
+
     for key in PATH_KEYS:
         value = _get(cfg, key)
-        if not value:
-            continue
+        if not value or (key == "data.video.processor" and value in (AUTO, *BUILTIN_RULES)):
+            continue  # a built-in pixel-rule name, not a folder
         tried = [Path(os.path.abspath(value))] if key in given else candidates(value, cfg.train.output_dir, ckpt)
         found = next((p for p in tried if p.exists()), None)
         if found is not None:

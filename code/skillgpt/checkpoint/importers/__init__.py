@@ -1,4 +1,4 @@
-"""Import checkpoints of other systems (PandaGPT, NExT-GPT, LLaVA, MiniGPT-4/v2) as SkillGPT checkpoints.
+"""Import checkpoints of other systems (PandaGPT, NExT-GPT, LLaVA, MiniGPT-4/v2, VideoGPT+) as SkillGPT checkpoints.
 
 Each importer reads the original file without executing pickled code and writes, through
 `skillgpt.checkpoint.importers.common.write_checkpoint`, a normal run folder (``RUN/checkpoint-0``) that
@@ -18,6 +18,7 @@ IMPORTERS: dict[str, str] = {
     "llava": "skillgpt.checkpoint.importers.llava:import_llava",
     "minigpt4": "skillgpt.checkpoint.importers.minigpt:import_minigpt4",
     "minigpt_v2": "skillgpt.checkpoint.importers.minigpt:import_minigpt_v2",
+    "videogpt_plus": "skillgpt.checkpoint.importers.videogpt_plus:import_videogpt_plus",
 }
 
 
@@ -45,6 +46,8 @@ def _import_weights(args: Any) -> None:
     options: dict[str, Any] = {"settings": settings}
     if args.encoder:
         options["encoder"] = str(Path(args.encoder).absolute())
+    if args.context_encoder:
+        options["context_encoder"] = str(Path(args.context_encoder).absolute())
     run = run_import(args.system, args.src, args.out, args.base_llm, **options)
     print(f"imported {args.system} {args.src} -> {run} (use it as --ckpt {run} or train.init_from={run})")
 
@@ -58,6 +61,8 @@ def add_import_command(sub: Any) -> None:
                    "required by delta checkpoints)")
     p.add_argument("--encoder", default=None, metavar="PATH", help="the encoder weights it uses, e.g. imagebind_huge.pth "
                    "(default: none, set model.encoder.checkpoint later)")
+    p.add_argument("--context-encoder", default=None, metavar="DIR", help="the second encoder of a dual-encoder "
+                   "system, e.g. VideoGPT+'s CLIP ViT-L/14-336 folder (default: none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a setting of the written config.yaml, e.g. model.llm.dtype=bfloat16 "
                    "(repeatable; default: the system's settings)")

@@ -27,7 +27,7 @@ TOWER_PREFIX = "base_model.model.model.vision_tower."  # LoRA layers peft also p
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -40,7 +40,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _llava_config(folder: Path) -> dict[str, Any]:
     """LLaVA's config.json beside the weights (its mm_* settings), or {} when absent."""
     path = folder / "config.json"
-    cfg = _read_json(path) if path.is_file() else {}
+    cfg = read_json(path) if path.is_file() else {}
     supported = (("mm_use_im_start_end", (False, None)), ("mm_use_im_patch_token", (False, None)),
                  ("mm_patch_merge_type", ("flat", None)), ("mm_vision_select_feature", ("patch", "cls_patch", None)))
     for key, allowed in supported:
@@ -72,10 +72,10 @@ def _without_tower_lora(path: Path, weights: dict[str, torch.Tensor]) -> dict[st
     return {k: v for k, v in weights.items() if k not in tower}
 
 
-def _adapter(folder: Path) -> Adapter:
+def read_adapter(folder: Path) -> Adapter:
     """The LoRA adapter of a LLaVA LoRA run, its settings from its own adapter_config.json."""
     cfg_path = folder / "adapter_config.json"
-    cfg = _read_json(cfg_path)
+    cfg = read_json(cfg_path)
     for key, expected in (("peft_type", "LORA"), ("bias", "none"), ("use_rslora", False), ("use_dora", False),
                           ("modules_to_save", None)):
         if cfg.get(key, expected) not in (expected, [] if expected is None else expected):
@@ -112,9 +112,9 @@ def _vision_tower(llava_cfg: dict[str, Any], given: str | Path | None, src: Path
     return folder.absolute()
 
 
-def _default_dtype(base_llm: Path) -> str:
+def default_dtype(base_llm: Path) -> str:
     """The base LLM's stored dtype when SkillGPT knows it (Vicuna: float16), else float32."""
-    cfg = _read_json(base_llm / "config.json")
+    cfg = read_json(base_llm / "config.json")
     dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
     return dtype if dtype in DTYPES else "float32"
 
@@ -122,9 +122,9 @@ def _default_dtype(base_llm: Path) -> str:
 def _check_widths(src: Path, projector: dict[str, torch.Tensor], tower: Path, base_llm: Path) -> None:
     first = projector.get("video.0.weight", projector.get("video.weight"))
     last = projector.get("video.2.weight", projector.get("video.weight"))
-    tower_cfg = _read_json(tower / "config.json")
+    tower_cfg = read_json(tower / "config.json")
     tower_width = tower_cfg.get("vision_config", tower_cfg).get("hidden_size")
-    llm_width = _read_json(base_llm / "config.json").get("hidden_size")
+    llm_width = read_json(base_llm / "config.json").get("hidden_size")
     if first.shape[1] != tower_width or last.shape[0] != llm_width:
         raise ValueError(f"{src}: the projector maps {first.shape[1]} -> {last.shape[0]}, but the vision tower "
                          f"{tower} is {tower_width} wide and the base LLM {base_llm} {llm_width}")
@@ -149,7 +149,7 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     if src.is_dir() and any((src / f).is_file() for f in ADAPTER_FILES):
         path = src / "non_lora_trainables.bin"
         kind, projector = _projector(path, load_state(path), NON_LORA_PREFIX, declared)
-        adapter = _adapter(src)
+        adapter = read_adapter(src)
     else:
         path = src / "mm_projector.bin" if src.is_dir() else src
         if not path.is_file():
@@ -159,9 +159,9 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     tower = _vision_tower(llava_cfg, vision_tower, src)
     base = base_llm.absolute()
     _check_widths(path, projector, tower, base)
-    tower_cfg = _read_json(tower / "config.json")
+    tower_cfg = read_json(tower / "config.json")
     size = int(tower_cfg.get("vision_config", tower_cfg).get("image_size", 336))
-    llm_dtype = dtype or _default_dtype(base)
+    llm_dtype = dtype or default_dtype(base)
     if llm_dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {llm_dtype!r}")
     layer = {
