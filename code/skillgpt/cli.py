@@ -156,6 +156,12 @@ def _infer(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+def _cache_caption_embeddings(args: argparse.Namespace) -> None:
+    from skillgpt.generation.caption_cache import run_cache_command
+
+    run_cache_command(args)
+
+
 def _cache_features(args: argparse.Namespace) -> None:
     import torch
 
@@ -294,6 +300,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when present, else cpu)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.feature_cache=DIR")
     p.set_defaults(func=_cache_features)
+
+    p = sub.add_parser("cache-caption-embeddings",
+                       help="encode a T-X dataset's captions once with a diffusion decoder's own text encoder")
+    p.add_argument("--data", required=True, help="T-X pair JSON (records with a caption field, or LLaVA conversations)")
+    p.add_argument("--decoder", required=True, help="local diffusers pipeline folder (with text_encoder/ and tokenizer/)")
+    p.add_argument("--modality", required=True, choices=["image", "video", "audio"], help="what the decoder makes")
+    p.add_argument("--out", required=True, help="cache folder (an existing one is resumed)")
+    p.add_argument("--batch-size", type=int, default=16, help="captions per text-encoder call (default: 16)")
+    p.add_argument("--shard-size", type=int, default=1024, help="captions per safetensors shard (default: 1024)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+    p.set_defaults(func=_cache_caption_embeddings)
 
     from skillgpt.serve.commands import add_serve_commands  # demo, chat
 

@@ -75,7 +75,7 @@ def _logits(assistant: SkillAssistant, ids: list[int]) -> torch.Tensor:
 
 
 def test_registry_names_every_system() -> None:
-    assert set(IMPORTERS) == {"pandagpt", "nextgpt", "llava", "minigpt4", "minigpt_v2"}
+    assert set(IMPORTERS) == {"pandagpt", "nextgpt", "llava", "minigpt4", "minigpt_v2", "videogpt_plus"}
 
 
 def test_written_checkpoint_is_complete(imported: Path) -> None:

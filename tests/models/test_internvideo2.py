@@ -110,3 +110,21 @@ def test_pool_layout_and_meta_build() -> None:
 def test_bad_settings_name_the_field(changes, message) -> None:
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         _encoder(**changes)
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp2x_gelu", "pool", "resampler", "prototype"])
+def test_every_projector_reads_its_tokens(name) -> None:
+    """The per-frame layout (prefix 0, a g x g grid per frame) fits every single-view projector."""
+    from skillgpt.config.schema import ProjectorConfig
+    from skillgpt.models.projectors import build_projector
+
+    encoder = build_encoder(EncoderConfig(name="internvideo2", keep_cls=False, vision_width=16, vision_layers=1,
+                                          vision_heads=2, image_size=28, pool=1),
+                            VideoConfig(frames_per_clip=2, processor="internvideo2"))
+    layout = encoder.layout(3, 2)
+    tokens = encoder(torch.randn(2, 3, 3, 2, 28, 28))
+    assert tokens.shape == (2, layout.num_tokens, 16) and (layout.groups, layout.grid) == (6, 2)
+    projector = build_projector(ProjectorConfig(name=name, pool=2, num_queries=2, num_prototypes=3, heads=2),
+                                16, 8, layout)
+    out = projector(tokens)
+    assert out.shape[0] == 2 and out.shape[-1] == 8 and out.shape[1] == projector.output_tokens(layout)

@@ -1,0 +1,1 @@
+"""NExT-GPT's decoder side: diffusion decoders and the caption embeddings their output projectors learn."""
