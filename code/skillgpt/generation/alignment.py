@@ -57,9 +57,13 @@ def l2_loss(pred: Tensor, target: Tensor) -> Tensor:
 @torch.no_grad()
 def retrieval_top1(pred: Tensor, target: Tensor) -> float:
     """Fraction of samples whose conditioning [N, T, D] is closest (cosine, flattened) to its own caption's
-    embedding among all N targets: the stage-2 check of ``skillgpt eval`` for the generation task."""
+    embedding among all N targets: the stage-2 check of ``skillgpt eval`` for the generation task. Both sides
+    are centred on the targets' mean first: what all captions share (start token, padding positions) says
+    nothing about which caption it is, and would otherwise dominate the cosine."""
     if pred.shape != target.shape or pred.shape[0] < 2:
         raise ValueError(f"retrieval needs matching [N >= 2, T, D] tensors, got {tuple(pred.shape)} / {tuple(target.shape)}")
-    a, b = F.normalize(pred.flatten(1).float(), dim=-1), F.normalize(target.flatten(1).float(), dim=-1)
+    mean = target.float().mean(0, keepdim=True)
+    a = F.normalize((pred.float() - mean).flatten(1), dim=-1)
+    b = F.normalize((target.float() - mean).flatten(1), dim=-1)
     best = (a @ b.t()).argmax(dim=1)
     return float((best == torch.arange(pred.shape[0], device=pred.device)).float().mean())
