@@ -28,16 +28,25 @@ __all__ = ["DataError", "SkillDataset", "collate", "read_samples", "to_conversat
 
 
 
+def read_json_list(json_path: str | Path, error: type[ValueError] = DataError) -> list[Any]:
+    """A JSON list from a file; `error` naming the file when it is missing, not UTF-8 JSON or not a list."""
+    path = Path(json_path)
+    if not path.is_file():
+        raise error(f"{path}: data file not found")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path}: not valid UTF-8 JSON: {err}") from err
+    if not isinstance(items, list):
+        raise error(f"{path}: expected a JSON list, got {type(items).__name__}")
+    return items
+
+
 def read_samples(json_path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON list of sample objects, failing with the file name on malformed input."""
     path = Path(json_path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        samples = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid UTF-8 JSON: {err}") from err
-    if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
+    samples = read_json_list(path)
+    if not all(isinstance(s, dict) for s in samples):
         raise DataError(f"{path}: expected a JSON list of objects")
     return samples
 

@@ -121,16 +121,10 @@ def _caption_of(record: Any, path: Path, i: int) -> str:
 
 def read_captions(data_file: Path) -> list[str]:
     """Every record's caption, in file order (duplicates kept)."""
+    from skillgpt.data.dataset import read_json_list
+
     path = Path(data_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data file not found")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CaptionDataError(f"{path}: not valid UTF-8 JSON: {err}") from err
-    if not isinstance(records, list):
-        raise CaptionDataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
-    return [_caption_of(r, path, i) for i, r in enumerate(records)]
+    return [_caption_of(r, path, i) for i, r in enumerate(read_json_list(path, CaptionDataError))]
 
 
 def _write_index(out_dir: Path, index: dict[str, Any]) -> None:

@@ -40,6 +40,20 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     return flatten_tensors(raw)
 
 
+def check_options(system: str, options: Mapping[str, Any], known: str) -> None:
+    """Refuse importer options it does not take, naming the ones it does."""
+    if options:
+        raise ValueError(f"--from {system}: unknown options {sorted(options)} (known: {known})")
+
+
+def require_base_llm(base_llm: Path | None, system: str, trained_on: str) -> Path:
+    """The base LLM folder a delta-only release needs (FileNotFoundError naming --base-llm otherwise)."""
+    if base_llm is None or not (base_llm / "config.json").is_file():
+        raise FileNotFoundError(f"--base-llm: {system} keeps only its trained parts; give the base LLM folder "
+                                f"({trained_on}) it was trained on ({base_llm or 'none given'} has no config.json)")
+    return base_llm
+
+
 def flatten_tensors(tree: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in tree.items():

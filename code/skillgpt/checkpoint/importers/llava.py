@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from skillgpt.checkpoint.importers.common import Adapter, check_keys, load_state, make_config, write_checkpoint
+from skillgpt.checkpoint.importers.common import (
+    Adapter, check_keys, check_options, load_state, make_config, require_base_llm, write_checkpoint,
+)
 from skillgpt.models.llm import DTYPES
 
 PROJECTOR_KEYS = {"linear": ("weight", "bias"), "mlp2x_gelu": ("0.weight", "0.bias", "2.weight", "2.bias")}
@@ -136,12 +138,8 @@ def import_llava(src: Path, out: Path, base_llm: Path | None, vision_tower: str 
     Options: vision_tower (the CLIP folder; ``encoder`` is accepted for it), dtype (of the LLM and the
     tower; default: the base LLM's), settings (config overrides)."""
     vision_tower = vision_tower or options.pop("encoder", None)
-    if options:
-        raise ValueError(f"--from llava: unknown options {sorted(options)} (known: vision_tower, encoder, dtype, "
-                         "settings)")
-    if base_llm is None or not (base_llm / "config.json").is_file():
-        raise FileNotFoundError(f"--base-llm: LLaVA keeps only its trained parts; give the base LLM folder "
-                                f"(Vicuna v1.5) it was trained on ({base_llm or 'none given'} has no config.json)")
+    check_options("llava", options, "vision_tower, encoder, dtype, settings")
+    base_llm = require_base_llm(base_llm, "LLaVA", "Vicuna v1.5")
     folder = src if src.is_dir() else src.parent
     llava_cfg = _llava_config(folder)
     declared = llava_cfg.get("mm_projector_type")

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from skillgpt.checkpoint.importers.common import check_keys, load_state, make_config, write_checkpoint
+from skillgpt.checkpoint.importers.common import (
+    check_keys, check_options, load_state, make_config, require_base_llm, write_checkpoint,
+)
 from skillgpt.checkpoint.importers.llava import ADAPTER_FILES, default_dtype, read_json, read_adapter
 from skillgpt.models.llm import DTYPES
 
@@ -85,12 +87,8 @@ def import_videogpt_plus(src: Path, out: Path, base_llm: Path | None, encoder: s
     """Import a VideoGPT+ LoRA run folder (or projector files) into run `out`. Options: encoder (the InternVideo2
     checkpoint), context_encoder (the CLIP folder), image_projector (projector-only imports), dtype (default: the
     base LLM's), vision_heads (InternVideo2's, 16 for 1B), settings (config overrides)."""
-    if options:
-        raise ValueError(f"--from videogpt_plus: unknown options {sorted(options)} (known: encoder, context_encoder, "
-                         "image_projector, dtype, vision_heads, settings)")
-    if base_llm is None or not (base_llm / "config.json").is_file():
-        raise FileNotFoundError(f"--base-llm: VideoGPT+ keeps only its trained parts; give the base LLM folder it "
-                                f"was trained on (Phi-3-mini) ({base_llm or 'none given'} has no config.json)")
+    check_options("videogpt_plus", options, "encoder, context_encoder, image_projector, dtype, vision_heads, settings")
+    base_llm = require_base_llm(base_llm, "VideoGPT+", "Phi-3-mini")
     folder = src if src.is_dir() else src.parent
     vcfg = _videogpt_config(folder)
     path, projector, lora = _projectors(src, Path(image_projector) if image_projector else None)

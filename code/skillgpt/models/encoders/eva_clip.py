@@ -20,18 +20,15 @@ projectors (linear, mlp2x_gelu) fit them; ``keep_cls`` and ``pool`` do not apply
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
-from skillgpt.pixel_rules import processor_rules
 from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, read_state, vit_shape, vit_tensors, vit_to_hf
-from skillgpt.models.encoders.hf import _affine, _floats
+from skillgpt.models.encoders.pixels import load_exact, pixel_affines, to_encoder_pixels
 from skillgpt.models.layout import TokenLayout
 
 # BLIP-2's image processor (Blip2ImageEvalProcessor): OpenAI CLIP statistics.
@@ -75,12 +72,7 @@ class EvaClipEncoder(nn.Module):
             if self.qformer is not None:
                 self._load(self.files[1], self.qformer, qformer_state)
                 self.query_tokens.data.copy_(blip2["query_tokens"].float().reshape(self.query_tokens.shape))
-        data_rules = processor_rules(video.processor)
-        self.data_affine = data_rules.affine() if data_rules is not None else _affine(
-            _floats(video.mean, 3, "data.video.mean"), _floats(video.std, 3, "data.video.std"))
-        mean = cfg.mean if cfg.mean is not None else CLIP_MEAN
-        std = cfg.std if cfg.std is not None else CLIP_STD
-        self.model_affine = _affine(_floats(mean, 3, "model.encoder.mean"), _floats(std, 3, "model.encoder.std"))
+        self.data_affine, self.model_affine = pixel_affines(cfg, video, CLIP_MEAN, CLIP_STD)
         self.requires_grad_(False)
         super().train(False)
 
@@ -128,15 +120,7 @@ class EvaClipEncoder(nn.Module):
 
     @staticmethod
     def _load(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
-        expected = module.state_dict()
-        missing = sorted(set(expected) - set(state))
-        if missing:
-            raise ValueError(f"{path}: no tensors for {missing[:8]}")
-        wrong = [f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
-                 if k in expected and v.shape != expected[k].shape]
-        if wrong:
-            raise ValueError(f"{path}: tensors of the wrong shape ({'; '.join(wrong[:4])})")
-        module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+        load_exact(path, module, state)
 
     def train(self, mode: bool = True) -> "EvaClipEncoder":
         """The encoder is frozen: it always stays in eval mode."""
@@ -164,15 +148,7 @@ class EvaClipEncoder(nn.Module):
     def _prepare(self, frames: Tensor) -> Tensor:
         """Frames [N, C, H, W] in the data's normalisation -> CLIP-normalised pixels of image_size."""
         x = frames.to(device=self.device, dtype=torch.float32)
-        if not all(math.isclose(a, b, rel_tol=1e-6) for d, m in zip(self.data_affine, self.model_affine)
-                   for a, b in zip(d, m)):  # the data's normalisation is not the model's: map it
-            d_scale, d_offset, m_scale, m_offset = (
-                torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (*self.data_affine, *self.model_affine))
-            x = (x - d_offset) / d_scale * m_scale + m_offset
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-        return x.to(self.dtype)
+        return to_encoder_pixels(x, self.data_affine, self.model_affine, self.image_size).to(self.dtype)
 
     @torch.no_grad()
     def encode_frames(self, pixels: Tensor) -> Tensor:

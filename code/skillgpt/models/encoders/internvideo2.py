@@ -19,7 +19,6 @@ Checked against VideoGPT+'s code: tests/models/test_internvideo2.py (fixture tes
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skillgpt.models.encoders.hf import _affine, _floats
+from skillgpt.models.encoders.pixels import load_exact, pixel_affines, to_encoder_pixels
 from skillgpt.models.layout import TokenLayout
-from skillgpt.pixel_rules import processor_rules
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -195,12 +193,7 @@ class InternVideo2Encoder(nn.Module):
                                         for _ in range(shape["run"]))
         if not on_meta:
             self._init_or_load(cfg, state, shape)
-        data_rules = processor_rules(video.processor)
-        self.data_affine = data_rules.affine() if data_rules is not None else _affine(
-            _floats(video.mean, 3, "data.video.mean"), _floats(video.std, 3, "data.video.std"))
-        mean = cfg.mean if cfg.mean is not None else IMAGENET_MEAN
-        std = cfg.std if cfg.std is not None else IMAGENET_STD
-        self.model_affine = _affine(_floats(mean, 3, "model.encoder.mean"), _floats(std, 3, "model.encoder.std"))
+        self.data_affine, self.model_affine = pixel_affines(cfg, video, IMAGENET_MEAN, IMAGENET_STD)
         self.out_dim = self.dim
         self.requires_grad_(False)
         super().train(False)
@@ -244,15 +237,7 @@ class InternVideo2Encoder(nn.Module):
             video = wanted["pos_embed"]
             wanted["img_pos_embed"] = torch.cat([video[:, :1], video[:, 1:].reshape(
                 1, self.frames, self.grid ** 2, self.dim).mean(1)], dim=1)
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(wanted))
-        if missing:
-            raise ValueError(f"{self.file}: no tensors for {missing[:8]}")
-        wrong = [f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in wanted.items()
-                 if v.shape != expected[k].shape]
-        if wrong:
-            raise ValueError(f"{self.file}: tensors of the wrong shape ({'; '.join(wrong[:4])})")
-        self.load_state_dict({k: v.float() for k, v in wanted.items()}, strict=True)
+        load_exact(self.file, self, {k: v.float() for k, v in wanted.items()})
 
     def train(self, mode: bool = True) -> "InternVideo2Encoder":
         """The encoder is frozen: it always stays in eval mode."""
@@ -279,18 +264,10 @@ class InternVideo2Encoder(nn.Module):
     def _prepare(self, clips: Tensor) -> Tensor:
         """Clips [N, C, T, H, W] in the data's normalisation -> ImageNet-normalised pixels of image_size."""
         x = clips.to(device=self.device, dtype=torch.float32)
-        if not all(math.isclose(a, b, rel_tol=1e-6) for d, m in zip(self.data_affine, self.model_affine)
-                   for a, b in zip(d, m)):
-            d_scale, d_offset, m_scale, m_offset = (
-                torch.tensor(v, device=x.device).view(1, -1, 1, 1, 1) for v in (*self.data_affine, *self.model_affine))
-            x = (x - d_offset) / d_scale * m_scale + m_offset
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            n, c, t = x.shape[:3]
-            frames = x.transpose(1, 2).reshape(n * t, c, *x.shape[-2:])
-            frames = F.interpolate(frames, size=(self.image_size,) * 2, mode="bilinear", align_corners=False,
-                                   antialias=True)
-            x = frames.reshape(n, t, c, self.image_size, self.image_size).transpose(1, 2)
-        return x.to(self.dtype)
+        n, c, t = x.shape[:3]
+        frames = to_encoder_pixels(x.transpose(1, 2).reshape(n * t, c, *x.shape[-2:]), self.data_affine,
+                                   self.model_affine, self.image_size)
+        return frames.reshape(n, t, c, self.image_size, self.image_size).transpose(1, 2).to(self.dtype)
 
     @torch.no_grad()
     def encode_clips(self, clips: Tensor) -> Tensor:

@@ -1,0 +1,52 @@
+"""What the native (non-Hugging-Face) encoders share: the pixel statistics they are fed vs the ones they expect,
+resizing frames to their image size, and an exact load of their tensors with errors naming the file."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skillgpt.models.encoders.hf import _affine, _floats
+from skillgpt.pixel_rules import processor_rules
+
+Affine = tuple[list[float], list[float]]
+
+
+def pixel_affines(cfg: Any, video: Any, mean: Sequence[float], std: Sequence[float]) -> tuple[Affine, Affine]:
+    """(data, model) affines ``u8 * scale + offset``: the data's pixel rules (``data.video``) and the encoder's
+    statistics (``model.encoder.mean/std``, default `mean` / `std`)."""
+    rules = processor_rules(video.processor)
+    data = rules.affine() if rules is not None else _affine(
+        _floats(video.mean, 3, "data.video.mean"), _floats(video.std, 3, "data.video.std"))
+    mean = cfg.mean if cfg.mean is not None else mean
+    std = cfg.std if cfg.std is not None else std
+    return data, _affine(_floats(mean, 3, "model.encoder.mean"), _floats(std, 3, "model.encoder.std"))
+
+
+def to_encoder_pixels(frames: Tensor, data: Affine, model: Affine, size: int) -> Tensor:
+    """Frames [N, C, H, W] (float32) in the data's normalisation -> the encoder's, resized to size x size
+    (bilinear, antialiased) when they are not."""
+    if not all(math.isclose(a, b, rel_tol=1e-6) for d, m in zip(data, model) for a, b in zip(d, m)):
+        d_scale, d_offset, m_scale, m_offset = (
+            torch.tensor(v, device=frames.device).view(1, -1, 1, 1) for v in (*data, *model))
+        frames = (frames - d_offset) / d_scale * m_scale + m_offset
+    if frames.shape[-2:] != (size, size):
+        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return frames
+
+
+def load_exact(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load `state` into `module`: every tensor of the module present with its shape (extra ones ignored)."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"{path}: no tensors for {missing[:8]}")
+    wrong = [f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items()
+             if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: tensors of the wrong shape ({'; '.join(wrong[:4])})")
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
