@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
 from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, read_state, vit_shape, vit_tensors, vit_to_hf
-from skillgpt.models.encoders.pixels import load_exact, pixel_affines, to_encoder_pixels
+from skillgpt.models.encoders.pixels import FrozenTokenEncoder, load_exact, pixel_affines, to_encoder_pixels
 from skillgpt.models.layout import TokenLayout
 
 # BLIP-2's image processor (Blip2ImageEvalProcessor): OpenAI CLIP statistics.
@@ -39,15 +39,14 @@ LN_VISION_EPS = 1e-5  # ln_vision: a plain nn.LayerNorm
 BERT_EPS = 1e-12  # Q-Former (BERT) norms
 
 
-class EvaClipEncoder(nn.Module):
+class EvaClipEncoder(FrozenTokenEncoder):
     """``forward(video [B, S, C, T, H, W]) -> [B, S*T*n, D]``: n tokens per frame (see the module doc)."""
 
     name = "eva_clip"
 
     def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
         super().__init__()
-        if cfg.output != "clip_tokens":
-            raise ValueError(f"model.encoder.output: eva_clip only yields tokens ('clip_tokens'), got {cfg.output!r}")
+        self.require_tokens_output(cfg)
         if int(cfg.pool) != 1:
             raise ValueError(f"model.encoder.pool: eva_clip tokens are not a patch grid; expected 1, got {cfg.pool}")
         if not cfg.checkpoint:
@@ -73,8 +72,7 @@ class EvaClipEncoder(nn.Module):
                 self._load(self.files[1], self.qformer, qformer_state)
                 self.query_tokens.data.copy_(blip2["query_tokens"].float().reshape(self.query_tokens.shape))
         self.data_affine, self.model_affine = pixel_affines(cfg, video, CLIP_MEAN, CLIP_STD)
-        self.requires_grad_(False)
-        super().train(False)
+        self.freeze()
 
     def _vision(self, cfg: Any, vit: dict[str, Tensor], shape: dict[str, int]) -> tuple[Blip2VisionConfig, dict]:
         """The ViT's config and transformers state dict (without ln_vision); sets image_size and grid."""
@@ -122,10 +120,6 @@ class EvaClipEncoder(nn.Module):
     def _load(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
         load_exact(path, module, state)
 
-    def train(self, mode: bool = True) -> "EvaClipEncoder":
-        """The encoder is frozen: it always stays in eval mode."""
-        return super().train(False)
-
     @property
     def dtype(self) -> torch.dtype:
         return self.vision.embeddings.patch_embedding.weight.dtype
@@ -137,9 +131,6 @@ class EvaClipEncoder(nn.Module):
     def weight_files(self) -> list[str]:
         """The ViT file and, with a Q-Former, the BLIP-2 checkpoint."""
         return [str(p) for p in self.files]
-
-    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> int:
-        return self.layout(num_clips, frames_per_clip, crops).num_tokens
 
     def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> TokenLayout:
         """One group of ``tokens_per_frame`` non-spatial tokens per frame of every crop."""
@@ -166,10 +157,7 @@ class EvaClipEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, video: Tensor, crops: int = 1) -> Tensor:
         """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
-        if video.ndim == 5:
-            video = video.unsqueeze(1)
-        if video.ndim != 6 or crops < 1 or video.shape[1] % crops:
-            raise ValueError(f"expected video [B, S * crops, C, T, H, W] (crops={crops}), got {tuple(video.shape)}")
+        video = self.video_batch(video, crops)
         b, s, c, t = video.shape[:4]
         frames = video.permute(0, 1, 3, 2, 4, 5).reshape(b * s * t, c, *video.shape[-2:])
         tokens = self.encode_frames(self._prepare(frames))

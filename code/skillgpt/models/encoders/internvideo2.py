@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skillgpt.models.encoders.pixels import load_exact, pixel_affines, to_encoder_pixels
+from skillgpt.models.encoders.pixels import FrozenTokenEncoder, load_exact, pixel_affines, to_encoder_pixels
 from skillgpt.models.layout import TokenLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -160,15 +160,14 @@ def resize_time(table: Tensor, grid: int, frames: int) -> Tensor:
     return torch.cat([table[:, :1], pos], dim=1)
 
 
-class InternVideo2Encoder(nn.Module):
+class InternVideo2Encoder(FrozenTokenEncoder):
     """``forward(video [B, S, C, T, H, W]) -> [B, S*T*g'^2, D]``: patch tokens per frame, no class token."""
 
     name = "internvideo2"
 
     def __init__(self, cfg: Any, video: Any, on_meta: bool = False) -> None:
         super().__init__()
-        if cfg.output != "clip_tokens":
-            raise ValueError(f"model.encoder.output: internvideo2 yields tokens ('clip_tokens'), got {cfg.output!r}")
+        self.require_tokens_output(cfg)
         if cfg.keep_cls:
             raise ValueError("model.encoder.keep_cls: internvideo2 has one class token per clip, not per frame; "
                              "set it to false (VideoGPT+ drops it)")
@@ -195,8 +194,7 @@ class InternVideo2Encoder(nn.Module):
             self._init_or_load(cfg, state, shape)
         self.data_affine, self.model_affine = pixel_affines(cfg, video, IMAGENET_MEAN, IMAGENET_STD)
         self.out_dim = self.dim
-        self.requires_grad_(False)
-        super().train(False)
+        self.freeze()
 
     def _shape(self, cfg: Any, state: dict[str, Tensor] | None) -> dict[str, Any]:
         """Width, patch, MLP size, blocks run (all but the file's last) and qkv bias: from the file, else cfg."""
@@ -239,10 +237,6 @@ class InternVideo2Encoder(nn.Module):
                 1, self.frames, self.grid ** 2, self.dim).mean(1)], dim=1)
         load_exact(self.file, self, {k: v.float() for k, v in wanted.items()})
 
-    def train(self, mode: bool = True) -> "InternVideo2Encoder":
-        """The encoder is frozen: it always stays in eval mode."""
-        return super().train(False)
-
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embed.proj.weight.dtype
@@ -253,9 +247,6 @@ class InternVideo2Encoder(nn.Module):
 
     def weight_files(self) -> list[str]:
         return [str(self.file)] if self.file is not None else []
-
-    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 4, crops: int = 1) -> int:
-        return self.layout(num_clips, frames_per_clip, crops).num_tokens
 
     def layout(self, num_clips: int, frames_per_clip: int = 4, crops: int = 1) -> TokenLayout:
         """One pooled patch grid per frame of every clip and crop."""
@@ -287,10 +278,7 @@ class InternVideo2Encoder(nn.Module):
     @torch.no_grad()
     def forward(self, video: Tensor, crops: int = 1) -> Tensor:
         """video [B, S * crops, C, T, H, W] clip-major (or [B, C, T, H, W] as one clip) -> [B, N, D]."""
-        if video.ndim == 5:
-            video = video.unsqueeze(1)
-        if video.ndim != 6 or crops < 1 or video.shape[1] % crops:
-            raise ValueError(f"expected video [B, S * crops, C, T, H, W] (crops={crops}), got {tuple(video.shape)}")
+        video = self.video_batch(video, crops)
         b, s, c, t = video.shape[:4]
         tokens = self.encode_clips(self._prepare(video.reshape(b * s, c, t, *video.shape[-2:])))[:, 1:]
         tokens = tokens.reshape(b * s * t, self.grid * self.grid, self.dim)

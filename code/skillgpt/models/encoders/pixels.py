@@ -50,3 +50,37 @@ def load_exact(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
     if wrong:
         raise ValueError(f"{path}: tensors of the wrong shape ({'; '.join(wrong[:4])})")
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+
+
+class FrozenTokenEncoder(nn.Module):
+    """Base of the native token encoders: `clip_tokens` output only, always in eval mode, no gradients."""
+
+    name = "encoder"
+
+    def require_tokens_output(self, cfg: Any) -> None:
+        if cfg.output != "clip_tokens":
+            raise ValueError(f"model.encoder.output: {self.name} only yields tokens ('clip_tokens'), got {cfg.output!r}")
+
+    def freeze(self) -> None:
+        """No gradients, eval mode (called at the end of the subclass's constructor)."""
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTokenEncoder":
+        """The encoder is frozen: it always stays in eval mode."""
+        return super().train(False)
+
+    def layout(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> Any:
+        raise NotImplementedError
+
+    def tokens_per_video(self, num_clips: int, frames_per_clip: int = 2, crops: int = 1) -> int:
+        return self.layout(num_clips, frames_per_clip, crops).num_tokens
+
+    @staticmethod
+    def video_batch(video: Tensor, crops: int) -> Tensor:
+        """[B, S * crops, C, T, H, W] clip-major, or [B, C, T, H, W] as one clip -> the 6-d form (checked)."""
+        if video.ndim == 5:
+            video = video.unsqueeze(1)
+        if video.ndim != 6 or crops < 1 or video.shape[1] % crops:
+            raise ValueError(f"expected video [B, S * crops, C, T, H, W] (crops={crops}), got {tuple(video.shape)}")
+        return video
