@@ -3,6 +3,7 @@
 Layout of one checkpoint folder:
     config.yaml             resolved config of the run that wrote it
     projector.safetensors   when freeze.projector == full
+    generation.safetensors  when freeze.generation == full (signal-token rows + output projectors)
     adapter/                standard PEFT adapter folder (when freeze.llm == lora)
     llm/                    full Hugging Face model + tokenizer folder (when freeze.llm == full)
     trainer_state.json, rng_rank*.{safetensors,json}, optimizer.{safetensors,json}   resume state
@@ -61,6 +62,8 @@ def save_trained_parts(model: SkillGPT, cfg: Config, tokenizer: PreTrainedTokeni
 
     if cfg.freeze.projector == "full":
         save_file(part("projector.", model.projector), str(out / "projector.safetensors"))
+    if cfg.freeze.generation == "full":  # signal-token rows + output projectors
+        save_file(part("generation.", model.generation), str(out / "generation.safetensors"))
     if cfg.freeze.llm == "lora":
         model.llm.peft_config["default"].base_model_name_or_path = str(model.base_llm_path)
         adapter = {k[len("llm."):]: v.contiguous() for k, v in weights.items() if k.startswith("llm.")}
@@ -99,7 +102,8 @@ def _load_adapter(model: SkillGPT, folder: Path, ckpt_cfg: Config) -> None:
 
 # Settings that decide the shapes of the trained parts or the token layout they were trained on (clips,
 # frames, crops: num_crops: 3 triples clip_tokens): a checkpoint built with others is refused.
-ARCHITECTURE_KEYS = ("model.encoder.", "model.projector.", "model.context.", "model.audio.", "data.views",
+ARCHITECTURE_KEYS = ("model.encoder.", "model.projector.", "model.context.", "model.audio.", "model.generation.",
+                     "data.views",
                      "data.view_mode", "data.video.num_clips", "data.video.frames_per_clip", "data.video.num_crops",
                      "data.audio.num_clips")
 
@@ -127,6 +131,13 @@ def load_trained_parts(model: SkillGPT, ckpt: Path, cfg: Config | None = None) -
             model.projector.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ValueError(f"{ckpt / 'projector.safetensors'}: does not fit model.projector: {err}") from err
+    if (ckpt / "generation.safetensors").is_file():
+        if model.generation is None:
+            raise ValueError(f"{ckpt / 'generation.safetensors'}: the model has no signal tokens (model.generation)")
+        try:
+            model.generation.load_state_dict(load_file(str(ckpt / "generation.safetensors")), strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{ckpt / 'generation.safetensors'}: does not fit model.generation: {err}") from err
     if (ckpt / "adapter").is_dir():
         _load_adapter(model, ckpt / "adapter", ckpt_cfg)
     return ckpt_cfg

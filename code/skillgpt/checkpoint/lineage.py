@@ -39,8 +39,9 @@ PATH_KEYS = MODEL_PATH_KEYS + ("data.train", "data.val", "data.test", "data.medi
                                "data.catalog", "train.deepspeed_config")
 # A checkpoint's trained parts (file or folder in it) and the parent parts each one replaces when loaded on
 # top: a projector is loaded strictly; a full LLM replaces every LLM weight, a merged parent adapter included.
-PART_FILES = {"projector": "projector.safetensors", "adapter": "adapter", "llm": "llm"}
-PART_COVERS = {"projector": {"projector"}, "adapter": set(), "llm": {"llm", "adapter"}}
+PART_FILES = {"projector": "projector.safetensors", "adapter": "adapter", "llm": "llm",
+              "generation": "generation.safetensors"}
+PART_COVERS = {"projector": {"projector"}, "adapter": set(), "llm": {"llm", "adapter"}, "generation": {"generation"}}
 FLAG_OF = {"model.llm.path": "--base-llm PATH", "train.init_from": "--init-from PATH"}
 
 

@@ -22,6 +22,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "freeze.encoder": ("frozen", "full"),
     "freeze.projector": ("frozen", "full"),
     "freeze.llm": ("frozen", "lora", "full"),
+    "freeze.generation": ("frozen", "full"),
+    "model.generation.projector": ("linear", "transformer"),
     "train.precision": ("auto", "fp32", "bf16"),
     "data.format": ("conversation", "caption"),
     "data.view_mode": ("fuse", "separate"),
@@ -43,6 +45,9 @@ MINIMUMS: dict[str, int] = {
     "model.encoder.pool": 1, "model.context.encoder.pool": 1, "model.projector.pool": 1,
     "model.context.projector.pool": 1, "model.context.frames": 1, "data.video.num_clips": 1,
     "data.video.frames_per_clip": 1, "data.video.max_frames": 1, "data.video.min_frames": 1, "data.audio.num_clips": 1, "train.eval_every": 0,
+    "model.generation.image_tokens": 0, "model.generation.video_tokens": 0, "model.generation.audio_tokens": 0,
+    "model.generation.hidden_dim": 1, "model.generation.heads": 1, "model.generation.encoder_layers": 1,
+    "model.generation.decoder_layers": 1,
 }
 
 # Keys whose other values the schema admits but this version refuses: key -> (the supported value, why).

@@ -152,12 +152,34 @@ class LLMConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """NExT-GPT's decoder side (docs/generation.md): signal tokens and output projectors; off with no tokens."""
+
+    image_tokens: int = 0  # [IMG0..n-1] (NExT-GPT: 4)
+    video_tokens: int = 0  # [VID0..n-1] (NExT-GPT: 24)
+    audio_tokens: int = 0  # [AUD0..n-1] (NExT-GPT: 8)
+    projector: str = "transformer"  # output projector kind: linear | transformer (NExT-GPT's TextFcLayer modes)
+    hidden_dim: int = 512  # transformer projector width, heads and layers (NExT-GPT's values)
+    heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    llm_layers: list[int] = field(default_factory=lambda: [-1])  # hidden-state indices, one projector each
+    image_shape: list[int] = field(default_factory=lambda: [77, 768])  # decoder conditioning [tokens, width]
+    video_shape: list[int] = field(default_factory=lambda: [77, 1024])
+    audio_shape: list[int] = field(default_factory=lambda: [1, 512])
+
+    def counts(self) -> dict[str, int]:
+        return {"image": self.image_tokens, "video": self.video_tokens, "audio": self.audio_tokens}
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     audio: AudioModelConfig = field(default_factory=AudioModelConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -167,6 +189,7 @@ class FreezeConfig:
     encoder: str = "frozen"
     projector: str = "full"
     llm: str = "frozen"
+    generation: str = "frozen"  # signal-token rows + output projectors (model.generation)
 
 
 @dataclass

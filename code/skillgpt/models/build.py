@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -69,10 +70,30 @@ def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTraine
     }
     model = SkillGPT(nn.ModuleDict(encoders), projectors, llm, layouts, branches, media_crops(cfg))
     model.base_llm_path = cfg.model.llm.path
+    tokenizer = None if on_meta else load_tokenizer(cfg.model.llm.path)
+    if any(cfg.model.generation.counts().values()):
+        if on_meta:
+            raise ValueError("model.generation: signal tokens need the LLM's tokenizer; build it with weights (not on meta)")
+        model.generation = generation_head(cfg.model.generation, llm, tokenizer)
     if cfg.train.init_from and not on_meta:
         from skillgpt.checkpoint.delta import load_trained_parts
         from skillgpt.checkpoint.lineage import parent_checkpoint
 
         load_trained_parts(model, parent_checkpoint(cfg), cfg)  # the recorded parent, never "newest" again
     apply_freeze_policy(model, cfg.freeze, cfg.model.llm.lora)
-    return model, (None if on_meta else load_tokenizer(cfg.model.llm.path))
+    return model, tokenizer
+
+
+def generation_head(gen: Any, llm: nn.Module, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    """NExT-GPT's decoder side on `llm`: signal tokens added to `tokenizer` and the LLM (before any LoRA), their
+    rows and one output projector per ``llm_layers`` entry and modality (skillgpt.generation.head)."""
+    from skillgpt.generation.head import GenerationHead
+    from skillgpt.models.output_projectors import OutputProjectorConfig
+
+    shapes = {"image": gen.image_shape, "video": gen.video_shape, "audio": gen.audio_shape}
+    projectors = {m: OutputProjectorConfig(kind=gen.projector, out_dim=int(shapes[m][1]),
+                                           num_output_tokens=int(shapes[m][0]), hidden_dim=gen.hidden_dim,
+                                           num_heads=gen.heads, num_encoder_layers=gen.encoder_layers,
+                                           num_decoder_layers=gen.decoder_layers)
+                  for m, n in gen.counts().items() if n > 0}
+    return GenerationHead(llm, tokenizer, gen.counts(), projectors, layers=list(gen.llm_layers))

@@ -26,6 +26,12 @@ def apply_freeze_policy(model: SkillGPT, policy: FreezeConfig, lora: LoraConfig)
         p.requires_grad_(False)
     for p in model.projector.parameters():
         p.requires_grad_(policy.projector == "full")
+    if policy.generation not in ("frozen", "full"):
+        raise ValueError(f"freeze.generation: expected frozen or full, got {policy.generation!r}")
+    if policy.generation == "full" and getattr(model, "generation", None) is None:
+        raise ValueError("freeze.generation: full, but the model has no signal tokens (model.generation.*_tokens)")
+    for p in (model.generation.parameters() if getattr(model, "generation", None) is not None else ()):
+        p.requires_grad_(policy.generation == "full")
     for name, p in model.llm.named_parameters():
         if policy.llm == "full":
             p.requires_grad_(True)

@@ -57,6 +57,7 @@ class SkillGPT(nn.Module):
         self.layouts = layouts
         self.branches = branches
         self.crops = dict(crops or {})
+        self.generation: Optional[nn.Module] = None  # signal tokens + output projectors (models/build.py)
 
     # ---- parts -------------------------------------------------------------------------------
     def detach_encoders(self) -> nn.ModuleDict:
@@ -155,32 +156,51 @@ class SkillGPT(nn.Module):
         in generation (Granite's `logits_scaling`, Cohere's `logit_scale`, Gemma-2's final soft-capping);
         its `logits_to_keep` boolean mask makes the head run on the supervised rows only (never [B, L, V]).
         No KV cache is built."""
+        logits, targets, keep, _ = self._supervised(input_ids, attention_mask, labels, media)
+        return logits, targets, keep
+
+    def _supervised(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+                    media: Optional[dict[str, Payload]], hidden: bool = False) -> tuple[Tensor, Tensor, Tensor, Any]:
+        """supervised_logits plus, with `hidden`, (all layers' hidden states, input embeddings)."""
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         rows = F.pad(keep, (0, 1))  # position t predicts token t+1; the last position predicts nothing
-        out = self.causal_lm(inputs_embeds=self.embed(input_ids, media), attention_mask=attention_mask,
-                             use_cache=False, logits_to_keep=rows)
+        embeds = self.embed(input_ids, media)
+        out = self.causal_lm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False,
+                             logits_to_keep=rows, output_hidden_states=hidden)
         logits, targets = out.logits, targets[keep]
         if logits.shape[:-1] != targets.shape:
             raise RuntimeError(
                 f"{type(self.causal_lm).__name__} ignored logits_to_keep (a [B, L] boolean mask): got logits "
                 f"{tuple(logits.shape)}, expected [{targets.numel()}, V]; use the pinned transformers (5.x)")
-        return logits.float(), targets, keep
+        return logits.float(), targets, keep, ((out.hidden_states, embeds) if hidden else None)
 
     # ---- training / scoring ------------------------------------------------------------------
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None,
-        num_tokens: Optional[float] = None, **_: Any,
+        num_tokens: Optional[float] = None, caption_embeds: Optional[dict[str, tuple[Tensor, Tensor]]] = None,
+        **_: Any,
     ) -> Tensor:
         """Cross-entropy over supervised tokens: their mean, or with `num_tokens` their sum divided by it
         (the trainer passes the supervised-token count of the whole global batch, so how a batch is split
-        into micro-batches and processes does not change what is learned)."""
-        logits, targets, _ = self.supervised_logits(input_ids, attention_mask, labels, media)
+        into micro-batches and processes does not change what is learned). With `caption_embeds`
+        ({modality: (rows [n], cached caption embeddings [n, T, D])}, NExT-GPT's stage 2) the alignment loss of
+        those rows' signal tokens is added (skillgpt.generation.head)."""
+        hidden = bool(caption_embeds)
+        if hidden and self.generation is None:
+            raise ValueError("caption embeddings were given but the model has no signal tokens (model.generation)")
+        logits, targets, _, states = self._supervised(input_ids, attention_mask, labels, media, hidden=hidden)
         if targets.numel() == 0:
-            return logits.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
-        if num_tokens is None:
-            return F.cross_entropy(logits, targets)
-        return F.cross_entropy(logits, targets, reduction="sum") / num_tokens
+            loss = logits.sum() * 0.0  # keeps the graph (and DeepSpeed's hooks) alive
+        elif num_tokens is None:
+            loss = F.cross_entropy(logits, targets)
+        else:
+            loss = F.cross_entropy(logits, targets, reduction="sum") / num_tokens
+        for modality, (rows, target) in (caption_embeds or {}).items():
+            layers, embeds = states
+            loss = loss + self.generation.alignment_loss(modality, [h[rows] for h in layers], embeds[rows],
+                                                         input_ids[rows], target.to(embeds.device))
+        return loss
 
     @torch.no_grad()
     def sequence_logprobs(

@@ -125,7 +125,8 @@ def train_step(engine, micro_batches: list[dict], device: torch.device, world: i
         torch.manual_seed(micro_batch_seed(cfg.train.seed, step, j * world + rank))
         try:
             loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                          batch["labels"].to(device), media_to(batch["media"], device), num_tokens=num_tokens)
+                          batch["labels"].to(device), media_to(batch["media"], device), num_tokens=num_tokens,
+                          caption_embeds=batch.get("caption_embeds"))
         except torch.OutOfMemoryError as err:
             raise MemoryError(out_of_memory_advice(cfg, batch)) from err
         # a non-finite loss is multiplied by NaN so that every gradient becomes NaN and ZeRO's overflow check
