@@ -228,6 +228,9 @@ class DataConfig:
     group_by_length: bool = False  # batches of similar length (and the same media kinds) within mega-batches
     catalog: Optional[str] = None  # YAML file naming datasets (e.g. config/datasets.yaml)
     mixture: dict[str, float] = field(default_factory=dict)  # catalog name -> per-epoch weight (replaces train)
+    # NExT-GPT stage 2: modality -> folder of `skillgpt cache-caption-embeddings`; samples with a
+    # "generate": {"modality": ..., "caption": ...} field get that caption's embedding as alignment target
+    caption_cache: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -64,6 +64,7 @@ class Example:
     labels: list[int]
     media: list[MediaItem]
     scenario: Optional[str] = None
+    generate: Optional[tuple[str, str]] = None  # (modality, caption): NExT-GPT stage-2 alignment target
 
 
 class SkillDataset(Dataset):
@@ -113,6 +114,7 @@ class SkillDataset(Dataset):
         if not self.examples:
             raise DataError(f"{self.path}: no usable samples ({len(problems)} skipped)")
         self.features = features
+        self.captions = self._caption_caches()
         self.augment: Optional[AugmentConfig] = None  # set by training (never in eval); see set_epoch
         self.seed, self.epoch = 0, 0
 
@@ -132,7 +134,33 @@ class SkillDataset(Dataset):
         assert tok is not None  # tokenize_sample returns ids whenever it finds no problem
         self._media_fields.append((checked.sid, checked.media))  # decoded by _probe_media
         return Example(checked.sid, tok["input_ids"], tok["labels"], [it for _, it in checked.media],
-                       rec.get("scenario"))
+                       rec.get("scenario"), self._generate_field(rec, checked.sid))
+
+    def _generate_field(self, rec: dict[str, Any], sid: str) -> Optional[tuple[str, str]]:
+        """A sample's "generate" field (NExT-GPT stage 2): (modality, caption), checked against data.caption_cache."""
+        if "generate" not in rec:
+            return None
+        value, where = rec["generate"], f"{self.path}: sample {sid}: field 'generate'"
+        if not isinstance(value, dict) or not isinstance(value.get("caption"), str) or not value["caption"].strip():
+            raise DataError(f"{where}: expected {{\"modality\": image|video|audio, \"caption\": text}}, got {value!r}")
+        if value.get("modality") not in self.cfg.caption_cache:
+            raise DataError(f"{where}: modality {value.get('modality')!r} has no data.caption_cache folder "
+                            f"(set data.caption_cache.{value.get('modality')}=DIR; have {sorted(self.cfg.caption_cache)})")
+        return value["modality"], value["caption"]
+
+    def _caption_caches(self) -> dict[str, Any]:
+        """The caption-embedding caches of data.caption_cache; every sample's caption must be in its cache."""
+        if not any(ex.generate for ex in self.examples):
+            return {}
+        from skillgpt.generation.caption_cache import caption_key, load_caption_embeddings
+
+        caches = {m: load_caption_embeddings(Path(d)) for m, d in self.cfg.caption_cache.items()}
+        missing = [ex.id for ex in self.examples if ex.generate and
+                   caption_key(ex.generate[1]) not in caches[ex.generate[0]].index["captions"]]
+        if missing:
+            raise DataError(f"{self.path}: {len(missing)} sample(s) whose 'generate' caption is not in "
+                            f"data.caption_cache (run skillgpt cache-caption-embeddings on this file first): {missing[:5]}")
+        return caches
 
     def _probe_media(self) -> list[tuple[str, str]]:
         """data.probe_media: decode every media file now (a broken file fails here, not mid-epoch), each
@@ -190,7 +218,10 @@ class SkillDataset(Dataset):
             g = sample_generator(self.seed, self.epoch, index)
             params = [draw_params(self.augment, self.cfg.video, ex.scenario, g) for _ in ex.media]
         media = [(it.kind, self._payload(it, p)) for it, p in zip(ex.media, params)]
-        return {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "media": media}
+        item = {"id": ex.id, "input_ids": ex.input_ids, "labels": ex.labels, "media": media}
+        if ex.generate is not None:
+            item["generate"] = (ex.generate[0], self.captions[ex.generate[0]][ex.generate[1]])
+        return item
 
 
 def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -205,4 +236,13 @@ def collate(batch: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         labels[row, :n] = torch.tensor(b["labels"])
         mask[row, :n] = 1
     media = collate_media([b["media"] for b in batch])
-    return {"ids": [b["id"] for b in batch], "input_ids": ids, "attention_mask": mask, "labels": labels, "media": media}
+    out = {"ids": [b["id"] for b in batch], "input_ids": ids, "attention_mask": mask, "labels": labels, "media": media}
+    targets: dict[str, tuple[list[int], list[Tensor]]] = {}
+    for row, b in enumerate(batch):
+        if "generate" in b:
+            rows, embeds = targets.setdefault(b["generate"][0], ([], []))
+            rows.append(row)
+            embeds.append(b["generate"][1])
+    if targets:  # {modality: (rows, caption embeddings [n, T, D])} for SkillGPT.forward
+        out["caption_embeds"] = {m: (torch.tensor(r), torch.stack(e)) for m, (r, e) in targets.items()}
+    return out

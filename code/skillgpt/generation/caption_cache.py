@@ -98,11 +98,14 @@ def encode_captions(text_encoder: Any, tokenizer: Any, captions: Sequence[str],
 
 
 def _caption_of(record: Any, path: Path, i: int) -> str:
-    """The caption of one record: its `caption`, or the last `gpt` turn of its LLaVA `conversations`."""
+    """The caption of one record: its `generate.caption` (SkillGPT stage-2 samples), its `caption`, or the last
+    `gpt` turn of its LLaVA `conversations`."""
     where = f"{path}: record {i}"
     if not isinstance(record, dict):
         raise CaptionDataError(f"{where}: expected an object, got {type(record).__name__}")
-    if "caption" in record:
+    if isinstance(record.get("generate"), dict):  # a SkillGPT stage-2 sample: the caption it is aligned to
+        value, field = record["generate"].get("caption"), "generate.caption"
+    elif "caption" in record:
         value, field = record["caption"], "caption"
     elif "conversations" in record:
         turns = record["conversations"]
