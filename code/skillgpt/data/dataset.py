@@ -152,11 +152,10 @@ class SkillDataset(Dataset):
         """The caption-embedding caches of data.caption_cache; every sample's caption must be in its cache."""
         if not any(ex.generate for ex in self.examples):
             return {}
-        from skillgpt.generation.caption_cache import caption_key, load_caption_embeddings
+        from skillgpt.generation.caption_cache import load_caption_embeddings
 
         caches = {m: load_caption_embeddings(Path(d)) for m, d in self.cfg.caption_cache.items()}
-        missing = [ex.id for ex in self.examples if ex.generate and
-                   caption_key(ex.generate[1]) not in caches[ex.generate[0]].index["captions"]]
+        missing = [ex.id for ex in self.examples if ex.generate and ex.generate[1] not in caches[ex.generate[0]]]
         if missing:
             raise DataError(f"{self.path}: {len(missing)} sample(s) whose 'generate' caption is not in "
                             f"data.caption_cache (run skillgpt cache-caption-embeddings on this file first): {missing[:5]}")

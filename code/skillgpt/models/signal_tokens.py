@@ -49,6 +49,9 @@ class SignalRows(nn.Module):
         if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= vocab:
             raise ValueError(f"signal token ids {ids} must be distinct ids of the {vocab}-token vocabulary")
         self.register_buffer("ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        row_of_id = torch.full((max(ids) + 1,), -1, dtype=torch.long)  # vocabulary id -> delta row (-1: none)
+        row_of_id[self.ids] = torch.arange(len(ids))
+        self.register_buffer("row_of_id", row_of_id.to(embedding.weight.device), persistent=False)
         self.embed_delta = nn.Parameter(torch.zeros(len(ids), width, dtype=embedding.weight.dtype,
                                                     device=embedding.weight.device))
         self.tied = head is None or head.weight is embedding.weight
@@ -58,15 +61,10 @@ class SignalRows(nn.Module):
         if head is not None:
             self._hooks.append(head.register_forward_hook(self._head_hook))
 
-    def _rows(self) -> Tensor:
-        """Row of each vocabulary id in the deltas (-1: not a signal token)."""
-        table = torch.full((int(self.ids.max()) + 1,), -1, dtype=torch.long, device=self.ids.device)
-        return table.index_copy(0, self.ids, torch.arange(len(self.ids), device=self.ids.device))
-
     def _embed_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
         ids = inputs[0]
-        table = self._rows().to(ids.device)
-        row = torch.where(ids <= table.numel() - 1, table[ids.clamp(max=table.numel() - 1)], -1)
+        last = self.row_of_id.numel() - 1
+        row = torch.where(ids <= last, self.row_of_id[ids.clamp(max=last)], -1)
         hit = row >= 0
         if not bool(hit.any()):
             return output + 0.0 * self.embed_delta.sum().to(output.dtype)  # the delta stays in the graph

@@ -132,7 +132,7 @@ def _projector(src: Path, state: dict[str, torch.Tensor], in_dim: int, base: Pat
 
 def _encoder_width(encoder: dict[str, Any]) -> int:
     """Width of the tokens the configured eva_clip path yields (read from the weight files' shapes)."""
-    from skillgpt.models.encoders.eva_clip_weights import read_state
+    from skillgpt.models.encoders.pixels import read_state
 
     if encoder.get("qformer"):
         return int(read_state(encoder["qformer"])["query_tokens"].shape[-1])

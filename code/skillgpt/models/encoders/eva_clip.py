@@ -27,8 +27,10 @@ import torch
 from torch import Tensor, nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
-from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, read_state, vit_shape, vit_tensors, vit_to_hf
-from skillgpt.models.encoders.pixels import FrozenTokenEncoder, load_exact, pixel_affines, to_encoder_pixels
+from skillgpt.models.encoders.eva_clip_weights import qformer_to_hf, vit_shape, vit_tensors, vit_to_hf
+from skillgpt.models.encoders.pixels import (
+    FrozenTokenEncoder, load_exact, pixel_affines, read_state, to_encoder_pixels,
+)
 from skillgpt.models.layout import TokenLayout
 
 # BLIP-2's image processor (Blip2ImageEvalProcessor): OpenAI CLIP statistics.

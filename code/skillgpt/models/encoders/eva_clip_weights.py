@@ -21,7 +21,6 @@ from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor
 
 VIT_PREFIX = "visual_encoder."
@@ -38,27 +37,6 @@ _VIT_UNUSED = ("norm.", "fc_norm.", "head.", "mask_token", "rel_pos_bias.")
 _VIT_BLOCK_UNUSED = ("attn.relative_position_bias_table", "attn.relative_position_index", "gamma_1", "gamma_2")
 _QF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _QF_USED = ("attention.", "crossattention.", "intermediate_query.", "output_query.")
-
-
-def read_state(path: str | Path) -> dict[str, Tensor]:
-    """A flat state dict from a safetensors file or a ``torch.save``d dict (``{"model": ...}`` unwrapped)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # not a zip checkpoint (mmap) or pickled code
-        try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:
-            raise ValueError(f"{path}: not a tensor checkpoint readable without running pickled code ({err})") from err
-    if isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping):
-        raw = raw["model"]
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
-    return {k: v for k, v in raw.items() if isinstance(v, Tensor)}
 
 
 def _named(path: Path, missing: list[str]) -> None:

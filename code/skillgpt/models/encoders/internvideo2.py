@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from skillgpt.models.encoders.pixels import FrozenTokenEncoder, load_exact, pixel_affines, to_encoder_pixels
+from skillgpt.models.encoders.pixels import (
+    FrozenTokenEncoder, load_exact, pixel_affines, read_state, to_encoder_pixels,
+)
 from skillgpt.models.layout import TokenLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -127,21 +129,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
     """The vision tower's tensors of an InternVideo2 checkpoint, without the ``vision_encoder.`` prefix."""
     if not path.is_file():
         raise FileNotFoundError(f"model.encoder.checkpoint: {path} not found (an InternVideo2 .pt/.pth/.safetensors)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file: one line naming it
-        raise ValueError(f"{path}: cannot be read as an InternVideo2 checkpoint (.pt/.pth/.safetensors): {err}") from err
-    for key in ("module", "model", "state_dict"):  # DeepSpeed stage-1 / plain training checkpoints
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (or one under 'module' / 'model')")
+    state = read_state(path, wrappers=("module", "model", "state_dict"))  # DeepSpeed stage-1 / plain training
     if any(k.startswith("vision_encoder.") for k in state):
         state = {k.removeprefix("vision_encoder."): v for k, v in state.items() if k.startswith("vision_encoder.")}
     if "patch_embed.proj.weight" not in state:

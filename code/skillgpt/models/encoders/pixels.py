@@ -1,10 +1,11 @@
 """What the native (non-Hugging-Face) encoders share: the pixel statistics they are fed vs the ones they expect,
-resizing frames to their image size, and an exact load of their tensors with errors naming the file."""
+resizing frames to their image size, reading original checkpoint files and an exact load of their tensors, with
+errors naming the file."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,31 @@ def to_encoder_pixels(frames: Tensor, data: Affine, model: Affine, size: int) ->
     if frames.shape[-2:] != (size, size):
         frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return frames
+
+
+def read_state(path: str | Path, wrappers: Sequence[str] = ("model",)) -> dict[str, Tensor]:
+    """A flat state dict from a safetensors file or a ``torch.save``d dict, read without running pickled code; the
+    first of `wrappers` present (e.g. ``{"model": ...}``, DeepSpeed's ``{"module": ...}``) is unwrapped."""
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # not a zip checkpoint (mmap) or pickled code
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception:
+            raise ValueError(f"{path}: not a tensor checkpoint readable without running pickled code ({err})") from err
+    wrapper = next((w for w in wrappers if isinstance(raw, Mapping) and isinstance(raw.get(w), Mapping)), None)
+    if wrapper is not None:
+        raw = raw[wrapper]
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
+    return {k: v for k, v in raw.items() if isinstance(v, Tensor)}
 
 
 def load_exact(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
