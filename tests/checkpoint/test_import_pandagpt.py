@@ -142,12 +142,14 @@ def test_pickled_code_is_not_executed(tmp_path: Path) -> None:
         run_import("pandagpt", path, tmp_path / "c", PANDA / "vicuna-tiny")
 
 
-def test_nextgpt_vocabulary_and_skipped_output_projectors(tmp_path: Path) -> None:
+def test_nextgpt_vocabulary_and_output_projectors(tmp_path: Path) -> None:
+    """The fixture's gen_text_hidden_fcs* are linear TextFcLayers (Linear(64, 8)): they land in
+    generation.safetensors and config.yaml's model.generation (the decoder side: test_import_nextgpt_decoder.py)."""
     run = run_import("nextgpt", FIXTURES["nextgpt"] / "pytorch_model.pt", tmp_path / "run", PANDA / "vicuna-tiny",
                      encoder=str(IB / "imagebind_small_weights.safetensors"), settings=SMALL_IMAGEBIND)
     ckpt = run / "checkpoint-0"
     info = json.loads((ckpt / "import.json").read_text())
-    assert info["not_imported"] and all(k.startswith("gen_text_hidden_fcs") for k in info["not_imported"])
+    assert info["generation"] == ["audio", "image", "video"]
     from skillgpt.config import load_resolved
     from skillgpt.models.llm import load_tokenizer
 
@@ -155,6 +157,15 @@ def test_nextgpt_vocabulary_and_skipped_output_projectors(tmp_path: Path) -> Non
     assert Path(cfg.model.llm.path) == (ckpt / "base-llm").absolute()
     tok = load_tokenizer(cfg.model.llm.path)
     assert len(tok) == 600 + 38 and len(tok("[VID23]", add_special_tokens=False).input_ids) == 1
+    gen = cfg.model.generation
+    assert (gen.image_tokens, gen.video_tokens, gen.audio_tokens, gen.projector) == (4, 24, 8, "linear")
+    assert (list(gen.image_shape), list(gen.video_shape), list(gen.audio_shape)) == ([77, 8], [77, 8], [1, 8])
+    assert cfg.freeze.generation == "full" and list(gen.llm_layers) == [-1]
+    state = load_file(str(ckpt / "generation.safetensors"))
+    source = torch.load(FIXTURES["nextgpt"] / "pytorch_model.pt", weights_only=True)
+    torch.testing.assert_close(state["projectors.video.0.model.weight"],
+                               source["gen_text_hidden_fcs_video.0.model.weight"].float(), rtol=0, atol=0)
+    assert state["rows.embed_delta"].shape == (36, 64) and state["rows.head_delta"].shape == (36, 64)
 
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

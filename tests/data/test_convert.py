@@ -80,7 +80,8 @@ def _ego_annotations(ws, n: int = 4) -> dict:
 
 def test_registry_names_every_format() -> None:
     assert set(CONVERTERS) == {"egoexo4d-proficiency", "egoexo4d-tips", "finediving", "mtl-aqa", "captions",
-                               "llava", "mvbench", "pandagpt", "minigpt4-align", "video-chatgpt", "llava-pretrain"}
+                               "llava", "mvbench", "pandagpt", "minigpt4-align", "video-chatgpt", "llava-pretrain",
+                               "nextgpt-tx2t", "nextgpt-t2xt", "nextgpt-mosit"}
 
 
 def test_egoexo4d_proficiency_keeps_views_scenario_label(tiny_workspace, tmp_path, capsys) -> None:

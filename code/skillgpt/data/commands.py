@@ -14,7 +14,8 @@ def _prepare_data(args: argparse.Namespace) -> None:
     from skillgpt.data.convert import prepare_data, summary
 
     options = {k: getattr(args, k) for k in ("views", "skip_incomplete", "single_view", "question", "kinds",
-                                             "multi_turn", "video_pattern", "split_file", "as_format")}
+                                             "multi_turn", "video_pattern", "split_file", "as_format",
+                                             "signal_tokens")}
     result = prepare_data(args.format, args.input, args.out, media_root=args.media_root, **options)
     print(summary(args.format, args.out, result))
 
@@ -41,7 +42,7 @@ def _validate(args: argparse.Namespace) -> None:
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Register `prepare-data` and `data` (with `validate`) on the `skillgpt` parser."""
     p = sub.add_parser("prepare-data", help="convert public annotations (Ego-Exo4D, FineDiving, MTL-AQA, WebVid, "
-                       "LLaVA, VideoChat, MVBench) to SkillGPT JSON",
+                       "LLaVA, VideoChat, MVBench, NExT-GPT) to SkillGPT JSON",
                        description="Convert an annotation file to SkillGPT's training JSON. Input shapes: docs/datasets.md "
                        "and the docstrings in skillgpt/data/convert/.")
     p.add_argument("format", choices=list(CONVERTERS))
@@ -60,13 +61,17 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kinds", default=None, help="egoexo4d-tips: tips,good (default both)")
     g.add_argument("--multi-turn", action="store_true",
                    help="egoexo4d-tips: one conversation per take (good executions, then tips)")
-    g.add_argument("--question", default=None, help="egoexo4d-proficiency, finediving, mtl-aqa: the question asked")
+    g.add_argument("--question", default=None, help="egoexo4d-proficiency, finediving, mtl-aqa, nextgpt-tx2t (pair "
+                   "data): the question asked")
     g.add_argument("--video-pattern", default=None,
                    help='finediving, mtl-aqa: clip file from the id (default "{video_id}.mp4"; {0}, {1}: key parts); '
                    'captions (WebVid CSV): from the row (default "{videoid}.mp4")')
     g.add_argument("--split-file", default=None, help="finediving, mtl-aqa: ids to keep (JSON / pickle list or text)")
     g.add_argument("--as", dest="as_format", choices=("caption", "conversation"), default=None,
                    help="captions: write caption pairs (default) or conversations (needed for images)")
+    g.add_argument("--signal-tokens", default=None, metavar="image=4,video=24,audio=8",
+                   help="nextgpt-t2xt, nextgpt-mosit: signal tokens per generated modality, as model.generation.*_tokens "
+                   "(default NExT-GPT's image=4,video=24,audio=8)")
     p.set_defaults(func=_prepare_data)
 
     p = sub.add_parser("data", help="data tools: `skillgpt data validate --config CONFIG`")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 IMPORTERS: dict[str, str] = {
     "pandagpt": "skillgpt.checkpoint.importers.pandagpt:import_pandagpt",
-    "nextgpt": "skillgpt.checkpoint.importers.pandagpt:import_nextgpt",
+    "nextgpt": "skillgpt.checkpoint.importers.nextgpt:import_nextgpt",
     "llava": "skillgpt.checkpoint.importers.llava:import_llava",
     "minigpt4": "skillgpt.checkpoint.importers.minigpt:import_minigpt4",
     "minigpt_v2": "skillgpt.checkpoint.importers.minigpt:import_minigpt_v2",

@@ -1,5 +1,6 @@
 """What every importer shares: reading original files safely, checking their keys, and writing a complete
-SkillGPT checkpoint (config.yaml, projector.safetensors, adapter/, base-llm/, MANIFEST.json, COMPLETE).
+SkillGPT checkpoint (config.yaml, projector.safetensors, adapter/, base-llm/, generation.safetensors,
+MANIFEST.json, COMPLETE).
 
 The run folder written is ``out/checkpoint-0``; a checkpoint is only marked COMPLETE once every file and
 the manifest are in place, so a failed import never leaves something that loads.
@@ -122,15 +123,18 @@ def write_adapter(folder: Path, adapter: Adapter, base_llm: str) -> None:
 
 def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tensor] | None = None,
                      adapter: Adapter | None = None, llm: Path | None = None,
-                     source: Mapping[str, Any] | None = None) -> Path:
+                     source: Mapping[str, Any] | None = None,
+                     generation: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write a complete SkillGPT checkpoint into run folder `out` (``out/checkpoint-0``) and return `out`.
 
     `projector`: state dict of ``model.projector`` (branch-prefixed, e.g. ``video.weight``); `adapter`:
     LoRA weights and settings (config.yaml's model.llm.lora is set to the same values); `llm`: a Hugging
     Face model folder copied to ``base-llm/`` and used as model.llm.path (e.g. the base LLM with the
     vocabulary the original extended; a later stage points its model.llm.path there too);
-    `source`: what was imported (written to ``import.json``). The freeze policy records which parts
-    exist, so a later stage starting from it (train.init_from) loads them."""
+    `source`: what was imported (written to ``import.json``); `generation`: state dict of ``model.generation``
+    (signal-token row deltas and output projectors, written to ``generation.safetensors``; config.yaml's
+    model.generation must describe it). The freeze policy records which parts exist, so a later stage
+    starting from it (train.init_from) loads them."""
     out = Path(out)
     final = out / f"{CHECKPOINT_PREFIX}{IMPORT_STEP}"
     tmp = out / f".tmp-{final.name}"
@@ -140,6 +144,7 @@ def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tenso
     tmp.mkdir(parents=True)
     cfg.freeze.projector = "full" if projector is not None else "frozen"
     cfg.freeze.llm = "lora" if adapter is not None else "frozen"
+    cfg.freeze.generation = "full" if generation is not None else "frozen"
     cfg.train.output_dir = str(out.absolute())
     if adapter is not None:
         lora = cfg.model.llm.lora
@@ -149,6 +154,9 @@ def write_checkpoint(out: Path, cfg: Config, projector: Mapping[str, torch.Tenso
     try:
         if projector is not None:
             save_file({k: v.detach().float().contiguous() for k, v in projector.items()}, str(tmp / "projector.safetensors"))
+        if generation is not None:
+            save_file({k: v.detach().float().contiguous() for k, v in generation.items()},
+                      str(tmp / "generation.safetensors"))
         if llm is not None:
             shutil.copytree(llm, tmp / BASE_LLM)
             cfg.model.llm.path = str((final / BASE_LLM).absolute())

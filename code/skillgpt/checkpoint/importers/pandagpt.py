@@ -1,4 +1,4 @@
-"""PandaGPT and NExT-GPT (encoder side) delta checkpoints -> SkillGPT checkpoints.
+"""PandaGPT delta checkpoints -> SkillGPT checkpoints (and the layout NExT-GPT's importer, ``nextgpt.py``, shares).
 
 PandaGPT's ``pytorch_model.pt`` (agent.save_model) holds the trained tensors only: ``llama_proj.{weight,bias}``
 and peft-0.3 LoRA keys ``llama_model.base_model.model.model.layers.N.self_attn.{q,k,v,o}_proj.lora_{A,B}.default.weight``;
@@ -6,15 +6,11 @@ r comes from the tensors, alpha and dropout from its ``openllama_peft.yaml`` (32
 The model: the normalised ImageBind embedding of the image/video -> ``llama_proj`` -> one LLM token
 (``model.encoder.output: pooled``), prompt template ``pandagpt``.
 
-NExT-GPT's delta adds the tokens ``<Img>``, ``</Img>``, ``[IMG0..]``, ``[VID0..]``, ``[AUD0..]`` to the
-tokenizer and stores the resized ``embed_tokens``/``lm_head``; the import writes the base LLM with those
-rows and the extended tokenizer as the checkpoint's own ``llm/``. Its output projectors
-(``gen_text_hidden_fcs*``) serve generation of media and are not imported (listed in import.json).
+NExT-GPT's delta is PandaGPT's layout plus its vocabulary and output projectors: see ``nextgpt.py``.
 """
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,10 +21,6 @@ from skillgpt.checkpoint.importers.common import Adapter, load_state, make_confi
 LORA_KEY = re.compile(r"llama_model\.base_model\.model\.(model\.layers\.\d+\.self_attn\.([qkvo]_proj))"
                       r"\.lora_([AB])(?:\.default)?\.weight")
 PROJECTOR_KEYS = ("llama_proj.weight", "llama_proj.bias")
-NEXTGPT_OUTPUT = re.compile(r"gen_text_hidden_fcs(_video|_audio)?\..*")
-NEXTGPT_VOCAB = re.compile(r"llama_model\.(?:base_model\.model\.)?(model\.embed_tokens\.weight|lm_head\.weight)")
-NEXTGPT_TOKENS = (["<Img>", "</Img>"] + [f"[IMG{i}]" for i in range(4)] + [f"[VID{i}]" for i in range(24)]
-                  + [f"[AUD{i}]" for i in range(8)])
 # openllama_peft.yaml (PandaGPT) and NExT-GPT's stage configs
 DEFAULT_LORA = {"alpha": 32, "dropout": 0.1}
 
@@ -94,12 +86,13 @@ def _require_llm(base_llm: Path | None, system: str) -> Path:
     return base_llm
 
 
-def _config(out: Path, base_llm: Path, options: Mapping[str, Any], preset: str) -> Any:
+def _config(out: Path, base_llm: Path, options: Mapping[str, Any], preset: str, *more: Mapping[str, Any]) -> Any:
+    """The system's settings, then `more` (e.g. NExT-GPT's model.generation), then the user's --set."""
     settings: dict[str, Any] = {"preset": preset, "run_name": out.name, "stage": 2,
                                 **_encoder_settings(options.get("encoder")),
                                 "model.llm": {"path": str(base_llm.absolute()), "dtype": "float16",
                                               "template": "pandagpt", "max_length": 1024}}
-    return make_config(settings, out, options.get("settings") or {})
+    return make_config(settings, out, *more, options.get("settings") or {})
 
 
 def _linear_check(path: Path, projector: Mapping[str, torch.Tensor], width: int) -> None:
@@ -127,47 +120,3 @@ def _hidden_size(llm: Path) -> int:
 
     config = AutoConfig.from_pretrained(llm)
     return int(getattr(config, "hidden_size"))
-
-
-def _extended_llm(path: Path, base_llm: Path, vocab: Mapping[str, torch.Tensor], folder: Path) -> None:
-    """The base LLM and tokenizer with NExT-GPT's added tokens and its resized embedding rows."""
-    from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_llm)
-    # the order of NExT-GPT's _add_{image,video,audio}_token; lstrip: its slow Llama tokenizer drops the
-    # whitespace before an added token ("### Human: <Img>" is "### Human:" + "<Img>")
-    tokenizer.add_tokens([AddedToken(t, lstrip=True, rstrip=False, normalized=False) for t in NEXTGPT_TOKENS])
-    model = AutoModelForCausalLM.from_pretrained(base_llm, dtype=torch.float32)
-    model.resize_token_embeddings(len(tokenizer))
-    targets = {"model.embed_tokens.weight": model.get_input_embeddings().weight,
-               "lm_head.weight": model.get_output_embeddings().weight}
-    for key, value in vocab.items():
-        name = NEXTGPT_VOCAB.fullmatch(key).group(1)  # type: ignore[union-attr]
-        if tuple(value.shape) != tuple(targets[name].shape):
-            raise ValueError(f"{path}: {key} has shape {list(value.shape)}, the base LLM with NExT-GPT's "
-                             f"{len(NEXTGPT_TOKENS)} added tokens needs {list(targets[name].shape)}")
-        with torch.no_grad():
-            targets[name].copy_(value.float())
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
-def import_nextgpt(src: Path, out: Path, base_llm: Path | None, **options: Any) -> Path:
-    """NExT-GPT delta (``pytorch_model.pt``, encoder side) + the Vicuna base -> SkillGPT run folder."""
-    path = _delta_file(src)
-    llm = _require_llm(base_llm, "NExT-GPT")
-    extra = re.compile(f"(?:{NEXTGPT_OUTPUT.pattern})|(?:{NEXTGPT_VOCAB.pattern})")
-    projector, lora, other = split_delta(path, load_state(path), extra)
-    vocab = {k: v for k, v in other.items() if NEXTGPT_VOCAB.fullmatch(k)}
-    skipped = sorted(k for k in other if k not in vocab)
-    _linear_check(path, projector, _hidden_size(llm))
-    cfg = _config(out, llm, options, "vicuna-7b-v0")
-    cfg.model.encoder.out_dim = int(projector["video.weight"].shape[1])
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        folder = None
-        if vocab:
-            folder = Path(tmp) / "llm"
-            _extended_llm(path, llm, vocab, folder)
-        return write_checkpoint(out, cfg, projector=projector, adapter=_adapter(path, lora, options), llm=folder,
-                                source={"system": "nextgpt", "file": str(path.absolute()),
-                                        "not_imported": skipped, "base_llm": str(llm.absolute())})

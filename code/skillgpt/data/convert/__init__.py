@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from skillgpt.data.convert import (
-    captions, egoexo4d_proficiency, egoexo4d_tips, finediving, llava, mtl_aqa, mvbench, seeds,
+    captions, egoexo4d_proficiency, egoexo4d_tips, finediving, llava, mtl_aqa, mvbench, nextgpt, seeds,
 )
 from skillgpt.data.convert._common import Context, Conversion, ConversionError, check_samples, error_list
 
@@ -31,6 +31,9 @@ CONVERTERS: dict[str, Callable[..., Conversion]] = {
     "minigpt4-align": seeds.convert_minigpt4,
     "video-chatgpt": seeds.convert_video_chatgpt,
     "llava-pretrain": seeds.convert_llava_pretrain,
+    "nextgpt-tx2t": nextgpt.convert_tx2t,
+    "nextgpt-t2xt": nextgpt.convert_t2xt,
+    "nextgpt-mosit": nextgpt.convert_mosit,
 }
 
 __all__ = ["CONVERTERS", "Conversion", "ConversionError", "converter_options", "prepare_data"]
