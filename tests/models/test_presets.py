@@ -73,3 +73,37 @@ def test_real_preset_assembles_on_meta(preset: str, stage: int, tmp_path: Path) 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("projector.") for n in trainable)
     assert all(n.startswith("projector.") or ("lora_" in n and stage == 2) for n in trainable)
+
+
+def test_nextgpt_preset_on_meta(tmp_path: Path) -> None:
+    """nextgpt-vicuna-7b (the NExT-GPT recipe's real model) in each of the recipe's stages: Vicuna-7B, ImageBind-huge,
+    signal tokens 4/24/8 and output projectors giving SD 1.5's [77, 768], ZeroScope's [77, 1024] and AudioLDM's
+    [1, 512]. The signal tokens need the real tokenizer (not on meta): the projectors are built and run on meta from
+    the preset's settings."""
+    import torch
+
+    from skillgpt.models.build import output_projector_configs
+    from skillgpt.models.output_projectors import build_output_projector
+    from skillgpt.models.signal_tokens import NEXTGPT_COUNTS
+
+    llm_dir = tmp_path / "vicuna"
+    llm_dir.mkdir()
+    (llm_dir / "config.json").write_text(json.dumps(LLM_CONFIGS["vicuna-7b-v0"]))
+    args = ["preset=nextgpt-vicuna-7b", f"model.llm.path={llm_dir}"]
+    cfgs = {s: load_config(REPO / "config" / "nextgpt" / f"stage_{s}.yaml", args) for s in (1, 2, 3)}
+    assert all(c.model.generation.counts() == NEXTGPT_COUNTS for c in cfgs.values())
+    assert [(c.freeze.projector, c.freeze.llm, c.freeze.generation) for c in cfgs.values()] == [
+        ("full", "frozen", "frozen"), ("frozen", "frozen", "full"), ("full", "lora", "full")]
+    gen = cfgs[3].model.generation
+    shapes = {"image": (77, 768), "video": (77, 1024), "audio": (1, 512)}
+    for modality, pcfg in output_projector_configs(gen, in_dim=4096).items():
+        with torch.device("meta"):
+            proj = build_output_projector(pcfg)
+            k = NEXTGPT_COUNTS[modality]
+            out = proj(torch.empty(2, k, 4096), torch.empty(2, k, 4096))
+        assert tuple(out.shape) == (2, *shapes[modality]), modality
+        assert (pcfg.hidden_dim, pcfg.num_heads, pcfg.num_encoder_layers, pcfg.num_decoder_layers) == (512, 4, 4, 4)
+    # the rest is vicuna-7b-v0's model (assembled on meta by test_real_preset_assembles_on_meta)
+    vicuna = load_config(REPO / "config" / "stage_2.yaml", ["preset=vicuna-7b-v0", f"model.llm.path={llm_dir}"])
+    assert (cfgs[3].model.encoder, cfgs[3].model.projector, cfgs[3].model.llm) == \
+        (vicuna.model.encoder, vicuna.model.projector, vicuna.model.llm)

@@ -8,7 +8,7 @@ import pytest
 from skillgpt.train.ds_config import make_deepspeed_config, offloads_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted(p.name for p in (REPO / "dsconfig").glob("*.json"))
+SHIPPED = sorted(str(p.relative_to(REPO / "dsconfig")) for p in (REPO / "dsconfig").glob("**/*.json"))  # nextgpt/ too
 
 
 @pytest.mark.parametrize("name", SHIPPED)

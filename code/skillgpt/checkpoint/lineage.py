@@ -4,7 +4,8 @@ Recorded when a run starts (`record_lineage`, before its config is saved; every 
   train.init_from                one concrete parent checkpoint folder, absolute (a run folder given by the
                                  user is resolved to its newest complete checkpoint here, once)
   train.parent.manifest_sha256   SHA-256 of that checkpoint's MANIFEST.json (identifies its content)
-  train.parent.parts             what it put into the model: projector | adapter | llm
+  train.parent.parts             what it put into the model: projector | adapter | llm | generation, its
+                                 own parts and those its own ancestors still contribute (`carried_parts`)
   PATH_KEYS, train.output_dir    absolute (a relative value is taken from the working directory)
 A resumed run keeps the parent its first start recorded, even when a newer parent checkpoint appeared.
 
@@ -17,6 +18,8 @@ parent included, is the first existing of:
   4. relative values only: the value under each folder above the checkpoint
 The parent must have its recorded manifest hash; a run folder given for it means its checkpoint with that
 hash (never its newest). It is skipped when the checkpoint replaces all it contributed (`PART_COVERS`).
+A parent is loaded after the ancestors whose parts it still needs (`ancestry`): NExT-GPT's stage 3 starts from
+stage 2 (signal tokens + output projectors), which starts from stage 1 (input projector, LLM).
 """
 from __future__ import annotations
 
@@ -67,6 +70,32 @@ def needed_parent_parts(parent_parts: Sequence[str], ckpt: Path) -> list[str]:
     """The parent's parts that `ckpt`'s own parts do not replace (empty: the parent is not needed)."""
     covered = set().union(*(PART_COVERS[p] for p in own_parts(ckpt)))
     return [p for p in parent_parts if p not in covered]
+
+
+def carried_parts(ckpt: Path) -> list[str]:
+    """What loading `ckpt` with its ancestors puts into a model: its own parts, then the parts its recorded
+    parent contributed that its own do not replace."""
+    own = own_parts(ckpt)
+    recorded = load_resolved(ckpt / "config.yaml").train.parent.parts
+    return own + [p for p in needed_parent_parts(recorded, ckpt) if p not in own]
+
+
+MAX_ANCESTRY = 16
+
+
+def ancestry(ckpt: Path) -> list[Path]:
+    """`ckpt` preceded by the ancestors whose parts it still needs, oldest first (each found as
+    `checkpoint_config` finds a parent). Only recorded parents (with a manifest hash) are followed."""
+    chain = [Path(ckpt)]
+    while len(chain) <= MAX_ANCESTRY:
+        cfg = load_resolved(chain[-1] / "config.yaml")
+        if not cfg.train.init_from or not cfg.train.parent.manifest_sha256:
+            return chain[::-1]
+        _resolve_parent(cfg, chain[-1], set())
+        if not cfg.train.init_from:
+            return chain[::-1]
+        chain.append(Path(cfg.train.init_from))
+    raise ParentError(f"{ckpt}: more than {MAX_ANCESTRY} ancestors (train.init_from chain): a cycle?")
 
 
 def candidates(value: str, origin: str | None, ckpt: Path | None) -> list[Path]:
@@ -215,6 +244,6 @@ def record_lineage(cfg: Config, run_dir: str | Path) -> Config:
     if problem is not None:
         raise ParentError(f"train.init_from: {parent} cannot be a parent checkpoint: {problem}")
     tc.init_from = str(parent)
-    tc.parent.manifest_sha256, tc.parent.parts = manifest_sha256(parent), own_parts(parent)
+    tc.parent.manifest_sha256, tc.parent.parts = manifest_sha256(parent), carried_parts(parent)
     return cfg
 

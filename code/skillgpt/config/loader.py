@@ -3,6 +3,8 @@
 Merge order of `load_config` (later wins):
   schema defaults <- <config_dir>/base.yaml <- stage file <- model preset (without its
   `stage_<N>:` sections) <- the preset's `stage_<stage>` section <- command-line overrides.
+<config_dir> is the stage file's folder, or its parent when only the parent holds a base.yaml (a recipe's
+stage files in a subfolder, e.g. config/nextgpt/stage_2.yaml, share config/base.yaml and config/model/).
 
 Every problem is a `ConfigError` whose message starts with where the value came from
 (a file, a preset section or "command line") followed by the full dotted key.
@@ -251,6 +253,14 @@ def _resolve_processor(cfg: Config) -> None:
         video.processor = encoder.path if has_rules else None
 
 
+def config_dir_of(stage_path: Path) -> Path:
+    """The folder holding base.yaml and model/ for a stage file: its own, or its parent's (a recipe folder)."""
+    own = stage_path.parent
+    if not (own / "base.yaml").is_file() and (own.parent / "base.yaml").is_file():
+        return own.parent
+    return own
+
+
 def load_config(
     stage_file: PathLike,
     overrides: Sequence[str] = (),
@@ -258,7 +268,7 @@ def load_config(
 ) -> Config:
     """Compose base.yaml, the stage file, the model preset and overrides into a typed Config."""
     stage_path = Path(stage_file)
-    cdir = Path(config_dir) if config_dir is not None else stage_path.parent
+    cdir = Path(config_dir) if config_dir is not None else config_dir_of(stage_path)
     cli = [_nest(key, value) for key, value in parse_overrides(overrides)]
     sources = _Sources()
     cfg: DictConfig = OmegaConf.structured(Config)

@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.format": ("conversation", "caption"),
     "data.view_mode": ("fuse", "separate"),
     "data.on_bad_sample": ("error", "skip"),
-    "eval.task": ("proficiency", "multiple_choice", "score", "feedback"),
+    "eval.task": ("proficiency", "multiple_choice", "score", "feedback", "generation"),
     "eval.option_scoring": ("sum", "mean"),
     "data.feature_cache_mode": ("auto", "require"),
     "model.context.position": ("before", "after"),

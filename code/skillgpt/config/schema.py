@@ -288,7 +288,8 @@ class EvalConfig:
     max_new_tokens: int = 32
     batch_size: int = 8
     # proficiency (rank eval.labels) | multiple_choice (rank each sample's candidates) |
-    # score (AQA: number in the generated answer, Spearman rho) | feedback (last reply, BLEU-4/chrF)
+    # score (AQA: number in the generated answer, Spearman rho) | feedback (last reply, BLEU-4/chrF) |
+    # generation (NExT-GPT decoder side: alignment l2 and caption retrieval top-1 per modality, eval/generation.py)
     task: str = "proficiency"
     # multiple_choice: an option's score is its answer tokens' log-probs summed (sum) or averaged per token
     # (mean, length-normalised: a sum favours shorter options whatever they say). Stated in the results.

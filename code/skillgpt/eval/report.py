@@ -216,10 +216,15 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 def format_task(summary: Mapping[str, Any]) -> str:
     """A one-row Markdown table of a non-proficiency task's metrics (rates as %, others as numbers), the
-    protocol's settings (option scoring) and the answers left out as unparsable (score), by id."""
+    protocol's settings (option scoring), the answers left out as unparsable (score), by id, and the
+    per-modality table of the generation task."""
     keys = [k for k in summary if k != "task" and not isinstance(summary[k], (list, dict))]
     cell = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = [f"task: {summary['task']}", markdown_table([keys, [cell(summary[k]) for k in keys]])]
+    if summary.get("per_modality"):  # eval.task=generation (skillgpt.eval.generation)
+        from skillgpt.eval.generation import modality_rows
+
+        lines += ["", markdown_table(modality_rows(summary))]
     if summary.get("unparsed"):
         ids = summary.get("unparsed_ids") or []
         shown = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")

@@ -18,6 +18,7 @@ from skillgpt.data.dataset import DataError, read_samples
 from skillgpt.data.media import sample_media
 from skillgpt.data.prompt import eval_question, without_placeholders
 from skillgpt.eval.flaws import feedback_turns, flaw_record, flaw_types, has_flaws, majority_mix
+from skillgpt.eval.generation import evaluate_generation
 from skillgpt.eval.metrics import summarize
 from skillgpt.eval.provenance import default_out_dir, run_info
 from skillgpt.eval.summary import add_feedback_metrics, motion_free_summary
@@ -135,8 +136,11 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
     settings = {"overrides": list(overrides or []), "limit": limit, "generate": generate, "motion_free": motion_free}
     out = Path(out_dir) if out_dir else default_out_dir(assistant.ckpt, split, path, settings)
     info = lambda: run_info(assistant.ckpt, split, path, settings, started, asdict(cfg.eval))  # noqa: E731
-    if cfg.eval.task != "proficiency":
+    if cfg.eval.task == "generation":  # teacher-forced, batched as trained (skillgpt.eval.generation)
+        summary, records = evaluate_generation(assistant, path, limit)
+    elif cfg.eval.task != "proficiency":
         summary, records = run_task(assistant, samples, root, str(path), generate)
+    if cfg.eval.task != "proficiency":
         print(format_task(summary))
         print(f"results: {write_task_results(summary, records, out, info())}")
         return summary
@@ -151,6 +155,9 @@ def evaluate(ckpt: str | Path, split: str | None = None, out_dir: str | Path | N
     for start in tqdm(range(0, len(samples), bs), desc=f"eval {split}"):
         chunk, chunk_items = samples[start : start + bs], items[start : start + bs]
         for s in chunk:
+            if "generate" in s and "label" not in s:
+                raise DataError(f"{path}: sample {s.get('id', '?')} asks for media generation ('generate' field): "
+                                "evaluate this file with eval.task=generation (docs/generation.md)")
             if "label" not in s or not any(s.get(k) for k in ("video", "image", "audio")):
                 raise DataError(f"{path}: sample {s.get('id', '?')} needs 'label' and media (video/image/audio) "
                                 "for evaluation")

@@ -55,15 +55,24 @@ def l2_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def nearest(pred: Tensor, targets: Tensor) -> Tensor:
+    """For each conditioning [N, T, D], the index of the closest (cosine, flattened) of the M targets [M, T, D].
+    Both sides are centred on the targets' mean first: what all captions share (start token, padding
+    positions) says nothing about which caption it is, and would otherwise dominate the cosine."""
+    if pred.shape[1:] != targets.shape[1:] or targets.shape[0] < 2:
+        raise ValueError(f"retrieval needs [N, T, D] conditioning and [M >= 2, T, D] targets, got "
+                         f"{tuple(pred.shape)} / {tuple(targets.shape)}")
+    mean = targets.float().mean(0, keepdim=True)
+    a = F.normalize((pred.float() - mean).flatten(1), dim=-1)
+    b = F.normalize((targets.float() - mean).flatten(1), dim=-1)
+    return (a @ b.t()).argmax(dim=1)
+
+
+@torch.no_grad()
 def retrieval_top1(pred: Tensor, target: Tensor) -> float:
-    """Fraction of samples whose conditioning [N, T, D] is closest (cosine, flattened) to its own caption's
-    embedding among all N targets: the stage-2 check of ``skillgpt eval`` for the generation task. Both sides
-    are centred on the targets' mean first: what all captions share (start token, padding positions) says
-    nothing about which caption it is, and would otherwise dominate the cosine."""
+    """Fraction of samples whose conditioning [N, T, D] is closest (cosine, flattened, centred: `nearest`) to its
+    own caption's embedding among all N targets: the stage-2 check of ``skillgpt eval`` for the generation task."""
     if pred.shape != target.shape or pred.shape[0] < 2:
         raise ValueError(f"retrieval needs matching [N >= 2, T, D] tensors, got {tuple(pred.shape)} / {tuple(target.shape)}")
-    mean = target.float().mean(0, keepdim=True)
-    a = F.normalize((pred.float() - mean).flatten(1), dim=-1)
-    b = F.normalize((target.float() - mean).flatten(1), dim=-1)
-    best = (a @ b.t()).argmax(dim=1)
+    best = nearest(pred, target)
     return float((best == torch.arange(pred.shape[0], device=pred.device)).float().mean())

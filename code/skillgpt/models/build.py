@@ -77,9 +77,11 @@ def build_model(cfg: Config, on_meta: bool = False) -> tuple[SkillGPT, PreTraine
         model.generation = generation_head(cfg.model.generation, llm, tokenizer)
     if cfg.train.init_from and not on_meta:
         from skillgpt.checkpoint.delta import load_trained_parts
-        from skillgpt.checkpoint.lineage import parent_checkpoint
+        from skillgpt.checkpoint.lineage import ancestry, parent_checkpoint
 
-        load_trained_parts(model, parent_checkpoint(cfg), cfg)  # the recorded parent, never "newest" again
+        # the recorded parent (never "newest" again), after the ancestors whose parts it still needs
+        for ckpt in ancestry(parent_checkpoint(cfg)):
+            load_trained_parts(model, ckpt, cfg)
     apply_freeze_policy(model, cfg.freeze, cfg.model.llm.lora)
     return model, tokenizer
 
@@ -88,12 +90,18 @@ def generation_head(gen: Any, llm: nn.Module, tokenizer: PreTrainedTokenizerBase
     """NExT-GPT's decoder side on `llm`: signal tokens added to `tokenizer` and the LLM (before any LoRA), their
     rows and one output projector per ``llm_layers`` entry and modality (skillgpt.generation.head)."""
     from skillgpt.generation.head import GenerationHead
+
+    return GenerationHead(llm, tokenizer, gen.counts(), output_projector_configs(gen), layers=list(gen.llm_layers))
+
+
+def output_projector_configs(gen: Any, in_dim: int = 4096) -> dict[str, Any]:
+    """{modality: OutputProjectorConfig} of `model.generation` (modalities with signal tokens; `in_dim`: the
+    LLM width, which GenerationHead sets itself)."""
     from skillgpt.models.output_projectors import OutputProjectorConfig
 
     shapes = {"image": gen.image_shape, "video": gen.video_shape, "audio": gen.audio_shape}
-    projectors = {m: OutputProjectorConfig(kind=gen.projector, out_dim=int(shapes[m][1]),
-                                           num_output_tokens=int(shapes[m][0]), hidden_dim=gen.hidden_dim,
-                                           num_heads=gen.heads, num_encoder_layers=gen.encoder_layers,
-                                           num_decoder_layers=gen.decoder_layers)
-                  for m, n in gen.counts().items() if n > 0}
-    return GenerationHead(llm, tokenizer, gen.counts(), projectors, layers=list(gen.llm_layers))
+    return {m: OutputProjectorConfig(kind=gen.projector, in_dim=in_dim, out_dim=int(shapes[m][1]),
+                                     num_output_tokens=int(shapes[m][0]), hidden_dim=gen.hidden_dim,
+                                     num_heads=gen.heads, num_encoder_layers=gen.encoder_layers,
+                                     num_decoder_layers=gen.decoder_layers)
+            for m, n in gen.counts().items() if n > 0}

@@ -159,6 +159,14 @@ class SkillGPT(nn.Module):
         logits, targets, keep, _ = self._supervised(input_ids, attention_mask, labels, media)
         return logits, targets, keep
 
+    def supervised_states(
+        self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, media: Optional[dict[str, Payload]] = None
+    ) -> tuple[Tensor, Tensor, Tensor, Any, Tensor]:
+        """`supervised_logits` plus every layer's hidden states (embeddings first) and the input embeddings,
+        as the alignment loss reads them (skillgpt.eval.generation)."""
+        logits, targets, keep, (states, embeds) = self._supervised(input_ids, attention_mask, labels, media, hidden=True)
+        return logits, targets, keep, states, embeds
+
     def _supervised(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
                     media: Optional[dict[str, Payload]], hidden: bool = False) -> tuple[Tensor, Tensor, Tensor, Any]:
         """supervised_logits plus, with `hidden`, (all layers' hidden states, input embeddings)."""

@@ -55,7 +55,8 @@ def validation_loss(engine, loader: DataLoader, device: torch.device) -> float:
     try:
         for batch in loader:
             loss = engine(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                          batch["labels"].to(device), media_to(batch["media"], device))
+                          batch["labels"].to(device), media_to(batch["media"], device),
+                          caption_embeds=batch.get("caption_embeds"))  # as trained (NExT-GPT alignment)
             total, count = total + loss.item() * len(batch["ids"]), count + len(batch["ids"])
     finally:
         engine.train()

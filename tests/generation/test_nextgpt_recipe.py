@@ -1,0 +1,68 @@
+"""The three-stage NExT-GPT recipe as files (config/nextgpt/, dsconfig/nextgpt/, scripts/train.sh --recipe): stage 3
+(instruction tuning: LoRA + input projector + output projectors on mixed text / generate answers) runs from stage
+2, which ran from stage 1; its checkpoint keeps all three trained parts and loads its ancestors' parts."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+from skillgpt.checkpoint.lineage import ancestry, checkpoint_config
+from skillgpt.cli import main
+from skillgpt.config import load_config, load_resolved
+from skillgpt.generation.recipe_data import tx_samples
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_stage_three_trains_on_mixed_answers_and_keeps_every_part(nextgpt_run, tmp_path, capsys) -> None:
+    assert main(["train", str(REPO / "config" / "nextgpt" / "stage_3.yaml"),
+                 *nextgpt_run.overrides(3, "train.max_steps=1", "train.micro_batch_size=4")]) == 0
+    ckpt = nextgpt_run.root / "stage_3" / "checkpoint-1"
+    assert (ckpt / "adapter" / "adapter_model.safetensors").is_file()
+    assert (ckpt / "projector.safetensors").is_file() and (ckpt / "generation.safetensors").is_file()
+    cfg = load_resolved(ckpt / "config.yaml")
+    assert (cfg.stage, cfg.freeze.llm, cfg.freeze.projector, cfg.freeze.generation) == (3, "lora", "full", "full")
+    assert cfg.train.parent.parts == ["generation", "projector", "llm"]  # stage 2's own, then stage 1's
+    # stage 1's full LLM is still needed (nothing in stage 3 replaces it), so the whole chain is loaded
+    parent = Path(checkpoint_config(ckpt).train.init_from)
+    assert [p.parent.name for p in ancestry(parent)] == ["stage_1", "stage_2"]
+
+    # the mixed test file: skill Q&A (text answers) and requests answered with signal tokens, evaluated whole
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(ckpt), "--out", str(tmp_path / "eval"), "--limit", "4"]) == 0
+    summary = json.loads((tmp_path / "eval" / "results.json").read_text())["summary"]
+    assert (summary["n_text"], summary["n_generate"]) == (2, 2) and math.isfinite(summary["text_loss"])
+    assert summary["per_modality"]["image"]["n"] == 2
+    assert "retrieval top-1" in capsys.readouterr().out
+
+
+def test_recipe_data_keeps_the_level_out_of_the_requests() -> None:
+    samples = tx_samples([{"id": "a", "caption": "A gymnast swings.", "label": "Novice"}], "image", 4, reply=True)
+    assert samples == [{"id": "tx-a", "generate": {"modality": "image", "caption": "A gymnast swings."},
+                        "conversations": [{"from": "human", "value": "Show the movement: A gymnast swings."},
+                                          {"from": "gpt", "value": "Here is the movement. [IMG0][IMG1][IMG2][IMG3]"}]}]
+
+
+def test_recipe_stage_files_share_the_config_folder(tmp_path) -> None:
+    """config/nextgpt/stage_N.yaml take base.yaml and the presets of config/; the freeze policy of each stage."""
+    (tmp_path / "config.json").write_text("{}")
+    policy = {}
+    for stage in (1, 2, 3):
+        cfg = load_config(REPO / "config" / "nextgpt" / f"stage_{stage}.yaml", [f"model.llm.path={tmp_path}"])
+        assert cfg.preset == "tiny-nextgpt" and cfg.model.generation.image_tokens == 4 and cfg.stage == stage
+        assert cfg.eval.labels == ["Novice", "Early Expert", "Intermediate Expert", "Late Expert"]  # base.yaml
+        policy[stage] = (cfg.freeze.projector, cfg.freeze.llm, cfg.freeze.generation)
+    assert policy == {1: ("full", "full", "frozen"), 2: ("frozen", "frozen", "full"), 3: ("full", "lora", "full")}
+
+
+def test_train_script_recipe_selector() -> None:
+    run = lambda *a: subprocess.run(["bash", "scripts/train.sh", *a], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    done = run("--recipe", "nextgpt", "--dry-run", "3", "preset=nextgpt-vicuna-7b")
+    assert done.returncode == 0, done.stderr
+    assert f"{REPO}/config/nextgpt/stage_3.yaml train.deepspeed_config={REPO}/dsconfig/nextgpt/stage_3.json " \
+           "preset=nextgpt-vicuna-7b" in done.stdout
+    assert f"{REPO}/config/stage_2.yaml" in run("--dry-run", "2").stdout  # the skill recipe, as before
+    bad = run("--recipe", "nope", "1")
+    assert bad.returncode == 2 and "unknown recipe 'nope' (recipes: skill nextgpt)" in bad.stderr
