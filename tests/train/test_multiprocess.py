@@ -43,8 +43,10 @@ def _run(cmd: list[str], **env: str) -> None:
 
 def _train(ws, out: Path, dsconfig: str, launcher: str) -> Path:
     args = ["train", str(REPO / "config" / "stage_2.yaml"), *_overrides(ws, out, dsconfig)]
-    if launcher == "single":
-        _run([sys.executable, "-m", "skillgpt.cli", *args])
+    if launcher == "single":  # in this process: a process start-up costs seconds of imports
+        from skillgpt.cli import main
+
+        assert main(args) == 0
     elif launcher == "torchrun":
         _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _port(),
               "-m", "skillgpt.cli", *args])

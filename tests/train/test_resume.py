@@ -30,10 +30,15 @@ def _command(trained_run, out: Path) -> list[str]:
 ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
 
 
-def _run(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout + done.stderr
+def _in_process(cmd: list[str], capsys) -> str:
+    """Run `cmd` (a `python -m skillgpt.cli ...` line) in this process; only the run to be killed needs a process of
+    its own, and each process start-up costs the suite seconds of imports."""
+    from skillgpt.cli import main
+
+    capsys.readouterr()
+    assert main(cmd[3:]) == 0
+    out = capsys.readouterr()
+    return out.out + out.err
 
 
 def _log(run: Path) -> list[dict]:
@@ -45,9 +50,9 @@ def _trained(ckpt: Path) -> dict:
             **load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))}
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(trained_run, tmp_path: Path) -> None:
+def test_sigkill_then_resume_matches_uninterrupted_run(trained_run, tmp_path: Path, capsys) -> None:
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _run(_command(trained_run, reference))
+    _in_process(_command(trained_run, reference), capsys)
 
     proc = subprocess.Popen(_command(trained_run, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=ENV)
@@ -59,7 +64,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(trained_run, tmp_path: Pa
     proc.wait()
     assert not (killed / f"checkpoint-{TOTAL_STEPS}").exists(), "the run finished before it could be killed"
 
-    output = _run(_command(trained_run, killed))
+    output = _in_process(_command(trained_run, killed), capsys)
     assert "resumed from" in output
     ref_log, log = _log(reference), _log(killed)
     assert [r["step"] for r in log] == list(range(1, TOTAL_STEPS + 1))  # every step exactly once
