@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny workspace (synthetic videos + tiny LLM) built once per test session."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,206 @@ def trained_run(tiny_workspace: TinyWorkspace) -> TrainedRun:
             assert main(args) == 0
     run = tiny_workspace.root / "e2e"
     return TrainedRun(tiny_workspace, run / "stage_1", run / "stage_2")
+
+
+# ---------------------------------------------------------------- tiny diffusion decoders (NExT-GPT's decoder side)
+# Random Stable Diffusion, text-to-video and AudioLDM pipelines with tiny widths, saved with save_pretrained:
+# conditioning [77, 32] (image), [77, 16] (video), [1, 16] (audio); 16 x 24 pixels run in well under a second.
+
+DECODER_SAMPLE_RATE = 16000
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _write_bpe(folder: Path, vocab: dict[str, int], merges: list[str]) -> Path:
+    """A byte-level BPE vocab.json + merges.txt pair, as the original tokenizers ship them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
+    return folder
+
+
+def _clip_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in [*LETTERS, *(c + "</w>" for c in LETTERS), "th", "the</w>"]:
+        vocab[token] = len(vocab)
+    return CLIPTokenizer.from_pretrained(_write_bpe(folder, vocab, ["t h", "th e</w>"]), model_max_length=77)
+
+
+def _roberta_tokenizer(folder: Path):
+    from transformers import RobertaTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for token in ["\u0120", *LETTERS, "\u0120a"]:
+        vocab[token] = len(vocab)
+    return RobertaTokenizer.from_pretrained(_write_bpe(folder, vocab, ["\u0120 a"]), model_max_length=32)
+
+
+def _scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def _vae(channels: int):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=channels, out_channels=channels, latent_channels=4,
+                         block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
+                         sample_size=16)
+
+
+def _clip_text(width: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=width, intermediate_size=2 * width,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+
+
+def _image_pipeline(tmp: Path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4)
+    return StableDiffusionPipeline(vae=_vae(3), text_encoder=_clip_text(32), tokenizer=_clip_tokenizer(tmp), unet=unet,
+                                   scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+                                   image_encoder=None, requires_safety_checker=False)
+
+
+def _video_pipeline(tmp: Path):
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    unet = UNet3DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+    return TextToVideoSDPipeline(vae=_vae(3), text_encoder=_clip_text(16), tokenizer=_clip_tokenizer(tmp), unet=unet,
+                                 scheduler=_scheduler())
+
+
+def _audio_pipeline(tmp: Path):
+    from diffusers import AudioLDMPipeline, UNet2DConditionModel
+    from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    clap = ClapTextModelWithProjection(ClapTextConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=40, projection_dim=16, pad_token_id=1, bos_token_id=0, eos_token_id=2))
+    # As AudioLDM: the CLAP embedding enters through the class embedding, not cross-attention.
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=16, class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=16, class_embeddings_concat=True)
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=8, sampling_rate=DECODER_SAMPLE_RATE, upsample_initial_channel=8, upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        normalize_before=False))
+    return AudioLDMPipeline(vae=_vae(1), text_encoder=clap, tokenizer=_roberta_tokenizer(tmp), unet=unet,
+                            scheduler=_scheduler(), vocoder=vocoder)
+
+
+BUILDERS = {"image": _image_pipeline, "video": _video_pipeline, "audio": _audio_pipeline}
+
+
+
+
+@pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One saved tiny pipeline folder per modality (image, video, audio)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("decoders")
+    out = {}
+    for modality, build in BUILDERS.items():
+        torch.manual_seed(0)
+        out[modality] = root / modality
+        build(root / f"{modality}-bpe").save_pretrained(out[modality])
+    return out
+
+
+# Signal tokens and output projectors sized for the tiny decoders: 2 signal tokens per modality.
+GENERATION_SETTINGS = (
+    "train.init_from=null", "model.generation.image_tokens=2", "model.generation.video_tokens=2",
+    "model.generation.audio_tokens=2", "model.generation.image_shape=[77,32]", "model.generation.video_shape=[77,16]",
+    "model.generation.audio_shape=[1,16]", "model.generation.hidden_dim=16", "model.generation.heads=2",
+    "model.generation.encoder_layers=1", "model.generation.decoder_layers=1", "freeze.generation=full",
+    "freeze.llm=frozen", "freeze.projector=full")
+
+
+@pytest.fixture(scope="session")
+def generation_checkpoint(tiny_workspace: TinyWorkspace) -> Path:
+    """A complete checkpoint of the tiny preset with signal tokens and output projectors (random, untrained:
+    what matters is the path from a reply's signal tokens to the decoders), written in-process."""
+    import torch
+
+    from skillgpt.checkpoint.delta import COMPLETE, save_trained_parts
+    from skillgpt.checkpoint.manifest import write_manifest
+    from skillgpt.models.build import build_model
+
+    cfg = tiny_workspace.config(2, "generation-ckpt", *GENERATION_SETTINGS)
+    torch.manual_seed(0)
+    model, tokenizer = build_model(cfg)
+    out = tiny_workspace.root / "generation-ckpt" / "stage_2" / "checkpoint-1"
+    save_trained_parts(model, cfg, tokenizer, out)
+    write_manifest(out)
+    (out / COMPLETE).write_text("")
+    return out
+
+
+class ScriptedTokens:
+    """A logits processor that picks the token of each scripted step (None: the model's own choice), so a
+    test can make a real model's generation (KV cache, streaming, the signal-run rule) write given tokens."""
+
+    def __init__(self, ids: list) -> None:
+        self.ids = ids
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1]
+        if step < len(self.ids) and self.ids[step] is not None:
+            scores = scores.clone()
+            scores[:] = -float("inf")
+            scores[:, self.ids[step]] = 0.0
+        return scores
+
+
+@pytest.fixture()
+def scripted_replies(monkeypatch: pytest.MonkeyPatch):
+    """`script(["Here", "[IMG0]", None, ..., "</s>"])`: for the rest of this test, every SkillAssistant reply
+    starts with these tokens (a word: its first token; "</s>": end of text; None: the model's own choice,
+    e.g. the rest of a signal run, which generation completes by itself); `script(None)`: the model's own
+    replies again."""
+    from transformers import LogitsProcessorList
+
+    from skillgpt.inference.assistant import SkillAssistant
+
+    original = SkillAssistant._prompt
+    state: dict = {"tokens": None}
+
+    def token_id(tokenizer, token):
+        if token is None or token == "</s>":
+            return None if token is None else tokenizer.eos_token_id
+        return tokenizer.convert_tokens_to_ids(token) if token.startswith("[") else \
+            tokenizer(token, add_special_tokens=False).input_ids[0]
+
+    def _prompt(self, *args, **kwargs):
+        ids, media, gen = original(self, *args, **kwargs)
+        if state["tokens"] is not None:
+            script = ScriptedTokens([token_id(self.tokenizer, t) for t in state["tokens"]])
+            gen["logits_processor"] = LogitsProcessorList([script, *(gen.get("logits_processor") or [])])
+        return ids, media, gen
+
+    monkeypatch.setattr(SkillAssistant, "_prompt", _prompt)
+
+    def script(tokens) -> None:
+        state["tokens"] = tokens
+
+    return script
 
 
 def make_standin_decoder(folder: Path, width: int = 16) -> Path:

@@ -117,11 +117,22 @@ def _check_infer(args: argparse.Namespace) -> None:
         raise ValueError("--self-questions needs media (--video / --image / --audio) to ask about")
 
 
-def _infer(args: argparse.Namespace) -> None:
+def _media_assistant(args: argparse.Namespace):
+    """The checkpoint's assistant with the location and media flags applied (`--image-decoder` ...: the
+    `generation.*` keys); media settings for a model without signal tokens are a one-line error."""
     from skillgpt.checkpoint.flags import location_overrides
     from skillgpt.inference.assistant import SkillAssistant
+    from skillgpt.inference.inputs import media_overrides
+    from skillgpt.inference.media import check_media_request
 
-    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
+    overrides, flags = media_overrides(args)
+    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args) + overrides)
+    check_media_request(assistant.model, flags)
+    return assistant
+
+
+def _infer(args: argparse.Namespace) -> None:
+    assistant = _media_assistant(args)
     gen = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     if args.temperature > 0:
         import torch
@@ -131,12 +142,16 @@ def _infer(args: argparse.Namespace) -> None:
         from skillgpt.inference.batch import rate_clips, write_rows
 
         rows = rate_clips(assistant, args.clips, args.question, args.feedback_question or None, **gen)
-        done, failed = write_rows(rows, args.out, list(assistant.cfg.eval.labels))
+        done, failed = write_rows(rows, args.out, list(assistant.cfg.eval.labels),
+                                  media=bool(assistant.media_modalities))
         print(f"{done} clips rated, {failed} failed: {args.out}")
         return
     record = _media_record(args)
     media = assistant.load(record) if record else None
     context: list = []
+    files: list = []
+    if assistant.media_modalities:
+        gen["files"] = files  # the reply's images / videos / audio, written to generation.media_dir
     if args.self_questions > 0:
         from skillgpt.inference.self_questioning import ask_with_self_questions
 
@@ -148,8 +163,12 @@ def _infer(args: argparse.Namespace) -> None:
         answer = assistant.ask(args.question, media, **gen)
     if not args.json:
         print(answer)
+        for f in files:
+            print(f"{f.modality}: {f.path}")
         return
     out: dict = {"question": args.question, "answer": answer, **({"self_questions": context} if context else {})}
+    if files:
+        out["media"] = [{"modality": f.modality, "path": str(f.path)} for f in files]
     if media:
         probs = assistant.rate(media)
         out.update(label=max(probs, key=probs.get), probabilities=probs)
@@ -221,7 +240,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `skillgpt` parser; given the `command` about to run, commands defined in heavy modules (torch,
     peft) are left out when `command` is not one of them."""
     from skillgpt.checkpoint.flags import add_location_flags
-    from skillgpt.inference.inputs import add_sampling_flags
+    from skillgpt.inference.inputs import add_media_flags, add_sampling_flags
 
     parser = _Parser(prog="skillgpt", description="Video-language models that judge human skill.",
                      formatter_class=_HelpFormatter)
@@ -290,6 +309,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print label, level probabilities and answer as JSON")
     p.add_argument("--self-questions", type=int, default=0,
                    help="first ask and answer N questions about the media (needs a vicuna_v1_sq-trained model)")
+    add_media_flags(p)
     add_location_flags(p)
     p.set_defaults(func=_infer, check=_check_infer)
 

@@ -1,5 +1,5 @@
 """Frozen decoders (skillgpt.generation.decoders): tiny random Stable Diffusion, text-to-video and AudioLDM
-pipelines are built here, saved with save_pretrained, loaded back through `load_decoder`, run from random
+pipelines (built in tests/conftest.py, `tiny_decoders`), saved with save_pretrained, loaded back through `load_decoder`, run from random
 conditioning and written to .png / .mp4 / .wav files that are read back and checked."""
 from __future__ import annotations
 
@@ -21,116 +21,10 @@ AUDIO_SECONDS, SAMPLE_RATE = 0.1, 16000
 FAST = {"steps": 2, "seed": 3}
 
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def _write_bpe(folder: Path, vocab: dict[str, int], merges: list[str]) -> Path:
-    """A byte-level BPE vocab.json + merges.txt pair, as the original tokenizers ship them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
-    return folder
-
-
-def _clip_tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for token in [*LETTERS, *(c + "</w>" for c in LETTERS), "th", "the</w>"]:
-        vocab[token] = len(vocab)
-    return CLIPTokenizer.from_pretrained(_write_bpe(folder, vocab, ["t h", "th e</w>"]), model_max_length=77)
-
-
-def _roberta_tokenizer(folder: Path):
-    from transformers import RobertaTokenizer
-
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for token in ["\u0120", *LETTERS, "\u0120a"]:
-        vocab[token] = len(vocab)
-    return RobertaTokenizer.from_pretrained(_write_bpe(folder, vocab, ["\u0120 a"]), model_max_length=32)
-
-
-def _scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-
-
-def _vae(channels: int):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=channels, out_channels=channels, latent_channels=4,
-                         block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4,
-                         sample_size=16)
-
-
-def _clip_text(width: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=width, intermediate_size=2 * width,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
-
-
-def _image_pipeline(tmp: Path):
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4)
-    return StableDiffusionPipeline(vae=_vae(3), text_encoder=_clip_text(32), tokenizer=_clip_tokenizer(tmp), unet=unet,
-                                   scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
-                                   image_encoder=None, requires_safety_checker=False)
-
-
-def _video_pipeline(tmp: Path):
-    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
-
-    unet = UNet3DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
-    return TextToVideoSDPipeline(vae=_vae(3), text_encoder=_clip_text(16), tokenizer=_clip_tokenizer(tmp), unet=unet,
-                                 scheduler=_scheduler())
-
-
-def _audio_pipeline(tmp: Path):
-    from diffusers import AudioLDMPipeline, UNet2DConditionModel
-    from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
-
-    clap = ClapTextModelWithProjection(ClapTextConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=40, projection_dim=16, pad_token_id=1, bos_token_id=0, eos_token_id=2))
-    # As AudioLDM: the CLAP embedding enters through the class embedding, not cross-attention.
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, cross_attention_dim=16, class_embed_type="simple_projection",
-        projection_class_embeddings_input_dim=16, class_embeddings_concat=True)
-    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
-        model_in_dim=8, sampling_rate=SAMPLE_RATE, upsample_initial_channel=8, upsample_rates=[4, 4],
-        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-        normalize_before=False))
-    return AudioLDMPipeline(vae=_vae(1), text_encoder=clap, tokenizer=_roberta_tokenizer(tmp), unet=unet,
-                            scheduler=_scheduler(), vocoder=vocoder)
-
-
-BUILDERS = {"image": _image_pipeline, "video": _video_pipeline, "audio": _audio_pipeline}
-
-
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One saved tiny pipeline folder per modality."""
-    root = tmp_path_factory.mktemp("decoders")
-    out = {}
-    for modality, build in BUILDERS.items():
-        torch.manual_seed(0)
-        out[modality] = root / modality
-        build(root / f"{modality}-bpe").save_pretrained(out[modality])
-    return out
+def folders(tiny_decoders: dict[str, Path]) -> dict[str, Path]:
+    """One saved tiny pipeline folder per modality (tests/conftest.py builds them once per session)."""
+    return tiny_decoders
 
 
 @pytest.fixture(scope="module")

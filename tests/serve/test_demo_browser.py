@@ -1,6 +1,7 @@
 """The demo in a real browser: headless Chromium (the system's, never a downloaded one) driven by Playwright.
 
-Saves a screenshot of the populated page to test-artifacts/demo.png (docs/demo.png is taken from it).
+Saves a screenshot of the populated page to test-artifacts/demo.png (docs/demo.png is taken from it). A second
+app in the same browser serves a model with signal tokens: its replies' image, video and audio show in the page.
 Skipped only when no Chromium binary can be found (scripts/test.sh installs Debian's `chromium`).
 """
 from __future__ import annotations
@@ -54,15 +55,43 @@ def browser():
         b.close()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def url(trained_run):
     from skillgpt.inference.assistant import SkillAssistant
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = ServeConfig(port=port, max_new_tokens=16)
+    cfg = ServeConfig(port=free_port(), max_new_tokens=16)
     demo = launch(build_demo(SkillAssistant(trained_run.stage_2, device="cpu"), cfg), cfg, block=False)
+    yield demo.local_url
+    demo.close()
+
+
+# the generated media: 16 x 24 pixels, 3 frames at 6 fps, 0.1 s of audio, one denoising step without guidance
+MEDIA_SETTINGS = ("generation.decoders.image.height=16", "generation.decoders.image.width=24",
+                  "generation.decoders.video.height=16", "generation.decoders.video.width=24",
+                  "generation.decoders.video.num_frames=3", "generation.decoders.video.fps=6",
+                  "generation.decoders.audio.length_s=0.1",
+                  *(f"generation.decoders.{m}.{k}=1" for m in ("image", "video", "audio") for k in ("steps", "guidance")))
+
+
+@pytest.fixture(scope="module")
+def media_url(generation_checkpoint, tiny_decoders, tmp_path_factory):
+    """The demo of a model with signal tokens (tests/conftest.py), its decoders the tiny random ones; the app may
+    serve its media folder."""
+    from skillgpt.inference.assistant import SkillAssistant
+
+    media_dir = tmp_path_factory.mktemp("demo-media")
+    overrides = [f"generation.media_dir={media_dir}", *MEDIA_SETTINGS,
+                 *(f"generation.decoders.{m}.path={p}" for m, p in tiny_decoders.items())]
+    cfg = ServeConfig(port=free_port(), max_new_tokens=12)
+    assistant = SkillAssistant(generation_checkpoint, device="cpu", overrides=overrides)
+    demo = launch(build_demo(assistant, cfg), cfg, block=False)
+    assert str(media_dir) in demo.allowed_paths
     yield demo.local_url
     demo.close()
 
@@ -111,3 +140,48 @@ def test_rate_chat_and_reject_in_a_browser(browser, url, trained_run, tmp_path) 
     finally:
         page.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_generated_image_video_and_audio_show_in_the_page(browser, media_url, scripted_replies) -> None:
+    expect = sync_api.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    status = page.locator("#status textarea")
+    shown = {m: page.locator(f"#generated-{m}") for m in ("image", "video", "audio")}
+    try:
+        page.goto(media_url)
+        expect(page.locator("#chat-input textarea")).to_be_visible()
+        for box in shown.values():  # no media before a reply asks for them
+            expect(box).to_be_hidden()
+
+        # a reply with the image, video and audio signal tokens (scripted: the model itself is untrained)
+        scripted_replies(["Here", "[IMG0]", None, "[VID0]", None, "[AUD0]", None, "</s>"])
+        page.locator("#chat-input textarea").fill("Show me the movement.")
+        page.locator("#send-btn").click()
+        expect(status).to_have_value("Done.", timeout=TIMEOUT_MS)
+        expect(page.locator("#chat [data-testid='bot']").last).to_contain_text("[IMG0]")
+        image = shown["image"].locator("img")
+        expect(image).to_be_visible()
+        assert image.evaluate("img => img.complete && [img.naturalWidth, img.naturalHeight]") == [24, 16]
+        video = shown["video"].locator("video")
+        expect(video).to_be_visible()
+        assert video.evaluate("""v => new Promise(done => {
+            const report = () => done([v.videoWidth, v.videoHeight]);
+            if (v.readyState >= 1) report(); else v.addEventListener("loadedmetadata", report);
+        })""") == [24, 16]
+        expect(shown["audio"]).to_be_visible()
+        expect(shown["audio"].get_by_role("button", name="Play", exact=True)).to_be_visible()  # Gradio's waveform player
+        link = shown["audio"].locator("[data-testid='download-link']").get_attribute("href")
+        assert link and link.endswith("/demo-audio.wav")
+        wav = page.request.get(link).body()
+        assert wav[:4] == b"RIFF" and len(wav) == 44 + 2 * 1600  # 0.1 s of 16-bit mono at 16 kHz
+
+        # the next reply has none: the players are hidden again
+        scripted_replies(["Fine", "</s>"])
+        page.locator("#chat-input textarea").fill("And now just in words?")
+        page.locator("#send-btn").click()
+        expect(status).to_have_value("Done.", timeout=TIMEOUT_MS)
+        for box in shown.values():
+            expect(box).to_be_hidden()
+    finally:
+        page.close()

@@ -35,6 +35,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.audio.output": ("pooled", "clip_embeddings", "clip_tokens"),
     "data.video.num_crops": (1, 3),  # centre crop, or ImageBind's three (left/centre/right, top/centre/bottom)
     "data.video.sampling": ("clips", "videogpt_plus"),
+    "generation.dtype": ("auto", "float32", "float16", "bfloat16"),
+    **{f"generation.decoders.{m}.negative": ("empty", "zeros") for m in ("image", "video", "audio")},
 }
 # Allowed items of list fields (each at most once).
 LIST_CHOICES: dict[str, tuple[str, ...]] = {
@@ -48,6 +50,9 @@ MINIMUMS: dict[str, int] = {
     "model.generation.image_tokens": 0, "model.generation.video_tokens": 0, "model.generation.audio_tokens": 0,
     "model.generation.hidden_dim": 1, "model.generation.heads": 1, "model.generation.encoder_layers": 1,
     "model.generation.decoder_layers": 1,
+    **{f"generation.decoders.{m}.steps": 1 for m in ("image", "video", "audio")},
+    **{f"generation.decoders.{m}.{k}": 8 for m in ("image", "video") for k in ("height", "width")},
+    "generation.decoders.video.num_frames": 1, "generation.decoders.video.fps": 1,
 }
 
 # Keys whose other values the schema admits but this version refuses: key -> (the supported value, why).

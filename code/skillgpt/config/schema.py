@@ -303,6 +303,53 @@ class EvalConfig:
 
 
 @dataclass
+class DecoderRunConfig:
+    """One diffusion decoder at inference (skillgpt.generation.decoders): where it is and how it runs."""
+
+    path: Optional[str] = None  # local diffusers pipeline folder (null: this modality cannot be generated)
+    steps: int = 50  # denoising steps (NExT-GPT's inference defaults below)
+    guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns guidance off
+    seed: Optional[int] = 0  # noise seed (a CPU generator: the same noise on every device); null = unseeded
+    negative: str = "empty"  # guidance's unconditional branch: empty (the empty prompt) | zeros
+
+
+@dataclass
+class ImageDecoderConfig(DecoderRunConfig):
+    height: Optional[int] = 512  # pixels, multiples of 8 (null: the UNet's native size)
+    width: Optional[int] = 512
+
+
+@dataclass
+class VideoDecoderConfig(DecoderRunConfig):
+    height: Optional[int] = 320
+    width: Optional[int] = 576
+    num_frames: int = 24
+    fps: int = 8  # frame rate written to the .mp4
+
+
+@dataclass
+class AudioDecoderConfig(DecoderRunConfig):
+    length_s: float = 9.0  # seconds of audio
+
+
+@dataclass
+class DecodersConfig:
+    image: ImageDecoderConfig = field(default_factory=ImageDecoderConfig)  # Stable Diffusion 1.x
+    video: VideoDecoderConfig = field(default_factory=VideoDecoderConfig)  # text-to-video (ZeroScope)
+    audio: AudioDecoderConfig = field(default_factory=AudioDecoderConfig)  # AudioLDM
+
+
+@dataclass
+class GenerationRunConfig:
+    """Media generation at inference (infer / chat / demo) for models with model.generation: a reply's signal
+    tokens go through the output projectors to these decoders (docs/generation-decoders.md)."""
+
+    media_dir: str = "skillgpt-media"  # where infer / chat write the files (relative: the working directory)
+    dtype: str = "auto"  # decoders' dtype: auto (float16 on CUDA, else float32) | float32 | float16 | bfloat16
+    decoders: DecodersConfig = field(default_factory=DecodersConfig)
+
+
+@dataclass
 class Config:
     run_name: str = "run"
     stage: int = 1
@@ -312,3 +359,4 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationRunConfig = field(default_factory=GenerationRunConfig)

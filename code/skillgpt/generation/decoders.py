@@ -29,6 +29,7 @@ EXPECTED_COMPONENTS = {
     "audio": ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "vocoder"),
 }
 NEGATIVE_MODES = ("empty", "zeros")
+SUFFIXES = {"image": ".png", "video": ".mp4", "audio": ".wav"}
 
 
 @dataclass
@@ -64,6 +65,17 @@ class DecoderSettings:
             base.update(audio_length_in_s=9.0)
         base.update(overrides)
         return cls(**base)
+
+    @classmethod
+    def from_config(cls, modality: str, dec: Any) -> "DecoderSettings":
+        """Settings of `generation.decoders.<modality>` (skillgpt.config.schema.DecoderRunConfig)."""
+        _check_modality(modality)
+        common: dict[str, Any] = dict(steps=dec.steps, guidance_scale=dec.guidance, seed=dec.seed,
+                                      negative=dec.negative)
+        if modality == "audio":
+            return cls.for_modality(modality, audio_length_in_s=dec.length_s, **common)
+        extra = dict(num_frames=dec.num_frames, fps=dec.fps) if modality == "video" else {}
+        return cls.for_modality(modality, height=dec.height, width=dec.width, **extra, **common)
 
     def __post_init__(self) -> None:
         if self.negative not in NEGATIVE_MODES:
@@ -182,14 +194,12 @@ def write_output(output: Generated, modality: str, path_stem: str | Path) -> Pat
         raise ValueError(f"output is {output.modality}, not {modality}")
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    path = stem.with_name(stem.name + SUFFIXES[modality])
     if modality == "image":
-        path = stem.with_name(stem.name + ".png")
         output.data.save(path, format="PNG")
     elif modality == "video":
-        path = stem.with_name(stem.name + ".mp4")
         write_mp4(output.data, path, output.fps or 8)
     else:
-        path = stem.with_name(stem.name + ".wav")
         write_wav(output.data, path, output.sample_rate or 16000)
     return path
 

@@ -2,12 +2,14 @@
 
 `SkillAssistant` is a thin facade: prompts come from the prompt builder (``skillgpt.data.prompt``),
 label likelihoods from ``inference.scoring`` (media encoded once, shared prompt run once with a KV
-cache) and free text from ``inference.generation``.
+cache) and free text from ``inference.generation``. A model with signal tokens (``model.generation``) can
+answer with images, videos and audio: pass a `files` list to `reply` / `ask` / `stream_reply` and the reply's
+media are written and listed there (``inference.media``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -21,6 +23,7 @@ from skillgpt.data.templates import llm_template, tokenize_conversation, trim_re
 from skillgpt.data.video import MediaError
 from skillgpt.inference import generation, scoring
 from skillgpt.inference.inputs import resolve_device
+from skillgpt.inference.media import MediaFile, MediaMaker, SignalRunProcessor, reply_conditioning
 from skillgpt.models.build import build_model
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ class SkillAssistant:
         self.model.to(self.device).eval()
         self.template = llm_template(self.cfg.model.llm)
         self.placeholder_tokens = self.model.placeholder_tokens()
+        self._media_maker: Optional[MediaMaker] = None
 
     @classmethod
     def from_model(cls, cfg: Config, model: SkillGPT, tokenizer: PreTrainedTokenizerBase,
@@ -55,7 +59,32 @@ class SkillAssistant:
         assistant.model, assistant.tokenizer = model, tokenizer
         assistant.template = llm_template(cfg.model.llm)
         assistant.placeholder_tokens = model.placeholder_tokens()
+        assistant._media_maker = None
         return assistant
+
+    # ---- media out ---------------------------------------------------------------------------
+    @property
+    def media_modalities(self) -> list[str]:
+        """The modalities this model can answer with (its signal tokens); empty without model.generation."""
+        head = getattr(self.model, "generation", None)
+        return list(head.signal_ids) if head is not None else []
+
+    @property
+    def media_maker(self) -> MediaMaker:
+        """The decoders of the config's `generation` section (loaded when a reply first needs one)."""
+        if self._media_maker is None:
+            self._media_maker = MediaMaker(self.cfg.generation, self.device)
+        return self._media_maker
+
+    def render_media(self, prompt_ids: Tensor, new_ids: Tensor, media: Optional[dict[str, Payload]],
+                     prefix: str) -> list[MediaFile]:
+        """The files of the signal-token runs in a reply (`new_ids` [N] after `prompt_ids` [1, T]); [] when it
+        has none or the model has no signal tokens (nothing runs then)."""
+        if not self.media_modalities:
+            return []
+        ids = torch.cat([prompt_ids, new_ids.to(prompt_ids.device).view(1, -1)], dim=1)
+        conds = reply_conditioning(self.model, ids, media, reply_start=prompt_ids.shape[1])
+        return self.media_maker.render(conds, prefix) if conds else []
 
     # ---- inputs ------------------------------------------------------------------------------
     def load(self, record: dict, root: str | Path = ".") -> Media:
@@ -111,6 +140,12 @@ class SkillAssistant:
                 top_p: float) -> tuple[Tensor, dict[str, Payload] | None, dict]:
         ids = torch.tensor([self.encode(turns, True)["input_ids"]], device=self.device)
         kwargs = generation.generate_kwargs(self.template, self.tokenizer, max_new_tokens, temperature, top_p)
+        if self.media_modalities:  # signal tokens come as whole runs
+            from transformers import LogitsProcessorList
+
+            processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
+            processors.append(SignalRunProcessor(self.model.generation.signal_ids))
+            kwargs["logits_processor"] = processors
         return ids, generation.batch_media(self.encode_media(media), self.device), kwargs
 
     def _final_reply(self, new_ids: Tensor) -> str:
@@ -119,20 +154,35 @@ class SkillAssistant:
 
     @torch.no_grad()
     def reply(self, turns: list[Turn], media: Media | None, max_new_tokens: int = 64, temperature: float = 0.0,
-              top_p: float = 1.0) -> str:
-        """Next assistant reply to `turns` (greedy when temperature == 0; KV cache on)."""
+              top_p: float = 1.0, files: Optional[list[MediaFile]] = None, media_prefix: str = "answer") -> str:
+        """Next assistant reply to `turns` (greedy when temperature == 0; KV cache on). With `files`, the
+        media the reply asks for (its signal tokens) are generated, written as <media_prefix>-<modality>.*
+        and appended there."""
         ids, batch_media, kwargs = self._prompt(turns, media, max_new_tokens, temperature, top_p)
-        return self._final_reply(generation.generate(self.model, ids, batch_media, **kwargs)[0])
+        new_ids = generation.generate(self.model, ids, batch_media, **kwargs)[0]
+        text = self._final_reply(new_ids)
+        if files is not None:
+            files.extend(self.render_media(ids, new_ids, batch_media, media_prefix))
+        return text
 
     def stream_reply(self, turns: list[Turn], media: Media | None, max_new_tokens: int = 64,
-                     temperature: float = 0.0, top_p: float = 1.0, timeout: float | None = 300.0) -> Iterator[str]:
+                     temperature: float = 0.0, top_p: float = 1.0, timeout: float | None = 300.0,
+                     files: Optional[list[MediaFile]] = None, media_prefix: str = "reply") -> Iterator[str]:
         """`reply`, streamed: yields the reply text so far (cumulative, trimmed like `reply`) as tokens
-        arrive; the last value is exactly what `reply` returns (``generation.stream``)."""
+        arrive; the last value is exactly what `reply` returns (``generation.stream``). With `files`, the
+        reply's media are generated after its last text and appended there."""
         ids, batch_media, kwargs = self._prompt(turns, media, max_new_tokens, temperature, top_p)
         stops = self.template.stop_strings(self.tokenizer)
-        yield from generation.stream(self.model, ids, batch_media, kwargs, self.tokenizer, stops,
-                                     self._final_reply, timeout)
+        done: dict[str, Tensor] = {}
 
-    def ask(self, question: str, media: Media | None, **gen: float) -> str:
+        def final(new_ids: Tensor) -> str:
+            done["ids"] = new_ids
+            return self._final_reply(new_ids)
+
+        yield from generation.stream(self.model, ids, batch_media, kwargs, self.tokenizer, stops, final, timeout)
+        if files is not None and "ids" in done:
+            files.extend(self.render_media(ids, done["ids"], batch_media, media_prefix))
+
+    def ask(self, question: str, media: Media | None, **gen: Any) -> str:
         """One question about some media; placeholders as the prompt builder places them."""
         return self.reply([{"from": "human", "value": self.with_placeholders(question, media)}], media, **gen)

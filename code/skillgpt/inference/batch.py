@@ -82,6 +82,15 @@ def rate_clip(assistant: "SkillAssistant", clip: Clip, question: str | None, fee
     media = assistant.encode_media(assistant.load_video(clip.path))  # decoded and encoded once
     probs = assistant.rate(media)
     row: dict[str, Any] = {"label": max(probs, key=probs.get), "probabilities": probs}  # type: ignore[arg-type]
+    files: list = []
+    if assistant.media_modalities:  # media the answers ask for: <clip>-answer-image.png, ...
+        name = clip.id or Path(next(iter(clip.path.values())) if isinstance(clip.path, dict) else clip.path).stem
+        gen = {**gen, "files": files}
+        row["answer"] = assistant.ask(question or assistant.cfg.eval.question, media, media_prefix=f"{name}-answer", **gen)
+        row["feedback"] = (assistant.ask(feedback_question, media, media_prefix=f"{name}-feedback", **gen)
+                           if feedback_question else None)
+        row["media"] = [str(f.path) for f in files]
+        return row
     row["answer"] = assistant.ask(question or assistant.cfg.eval.question, media, **gen)
     row["feedback"] = assistant.ask(feedback_question, media, **gen) if feedback_question else None
     return row
@@ -99,14 +108,17 @@ def rate_clips(assistant: "SkillAssistant", clips: list[Clip], question: str | N
         try:
             row.update(rate_clip(assistant, clip, question, feedback_question, **gen), error=None)
         except (ValueError, OSError, RuntimeError) as err:  # MediaError / DataError are ValueErrors
-            row.update(label=None, probabilities=None, answer=None, feedback=None, error=str(err).strip())
+            row.update(label=None, probabilities=None, answer=None, feedback=None, error=str(err).strip(),
+                       **({"media": []} if assistant.media_modalities else {}))
         bar.set_postfix_str(row["label"] or "error")
         yield row
 
 
-def write_rows(rows: Iterable[dict[str, Any]], out: str | Path, labels: list[str]) -> tuple[int, int]:
+def write_rows(rows: Iterable[dict[str, Any]], out: str | Path, labels: list[str],
+               media: bool = False) -> tuple[int, int]:
     """Write `rows` to `out` (.jsonl: one JSON object a line; .csv: path, id, label, one p(<level>) column
-    per level, answer, feedback, error); returns (rows written, rows with an error)."""
+    per level, answer, feedback, error, and with `media` (a model with signal tokens) the generated files,
+    separated by ";"); returns (rows written, rows with an error)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = failed = 0
@@ -114,6 +126,7 @@ def write_rows(rows: Iterable[dict[str, Any]], out: str | Path, labels: list[str
         writer = None
         if out.suffix.lower() == ".csv":
             fields = ["path", "id", "label", *(f"p({lv})" for lv in labels), "answer", "feedback", "error"]
+            fields += ["media"] if media else []
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
         for row in rows:
@@ -122,6 +135,8 @@ def write_rows(rows: Iterable[dict[str, Any]], out: str | Path, labels: list[str
             else:
                 probs = row.get("probabilities") or {}
                 flat = {k: v for k, v in row.items() if k != "probabilities"}
+                if "media" in flat:
+                    flat["media"] = ";".join(flat["media"])
                 writer.writerow({**flat, **{f"p({lv})": probs.get(lv, "") for lv in labels}})
             fh.flush()
             written += 1

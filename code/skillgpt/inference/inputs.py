@@ -126,3 +126,58 @@ def add_sampling_flags(parser: argparse.ArgumentParser, max_new_tokens: int) -> 
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of sampling (temperature > 0): the same seed gives the same answer "
                              "(default: 0)")
+
+
+DECODER_FLAGS = {"image": "--image-decoder", "video": "--video-decoder", "audio": "--audio-decoder"}
+PIPELINE_OF = {"image": "Stable Diffusion", "video": "text-to-video (ZeroScope)", "audio": "AudioLDM"}
+
+
+def add_media_flags(parser: argparse.ArgumentParser, media_dir: bool = True) -> None:
+    """Flags of media generation (models with signal tokens, docs/generation-decoders.md); each stands for a
+    `generation.*` config key of the checkpoint (`media_overrides`), so None means "the config's value"."""
+    if media_dir:
+        parser.add_argument("--media-dir", default=None, metavar="DIR",
+                            help="folder for generated images, videos and audio (generation.media_dir; default: "
+                                 "skillgpt-media in the working directory)")
+    for modality, flag in DECODER_FLAGS.items():
+        parser.add_argument(flag, default=None, metavar="PATH",
+                            help=f"local diffusers {PIPELINE_OF[modality]} folder that turns the reply's {modality} "
+                                 f"signal tokens into a file (generation.decoders.{modality}.path; default: none, "
+                                 f"a reply asking for {modality} is then an error)")
+    parser.add_argument("--decoder-steps", type=positive_int, default=None, metavar="N",
+                        help="denoising steps of every decoder (generation.decoders.*.steps; default: 50)")
+    parser.add_argument("--guidance", type=non_negative_float, default=None, metavar="SCALE",
+                        help="classifier-free guidance scale of every decoder, <= 1 turns it off "
+                             "(generation.decoders.*.guidance; default: 7.5)")
+    parser.add_argument("--decoder-seed", type=int, default=None, metavar="N",
+                        help="noise seed of every decoder: the same seed gives the same media "
+                             "(generation.decoders.*.seed; default: 0)")
+
+
+def media_overrides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(key=value overrides, the flags given) of the `add_media_flags` flags; the flags also name the
+    `--set generation.*` values (their overrides come with `location_overrides`)."""
+    out: list[str] = []
+    flags: list[str] = []
+    if getattr(args, "media_dir", None):
+        out.append(f"generation.media_dir={json_string(str(Path(args.media_dir).expanduser().absolute()))}")
+        flags.append("--media-dir")
+    for modality, flag in DECODER_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value:
+            out.append(f"generation.decoders.{modality}.path={json_string(str(Path(value).expanduser().absolute()))}")
+            flags.append(flag)
+    for name, key in (("decoder_steps", "steps"), ("guidance", "guidance"), ("decoder_seed", "seed")):
+        value = getattr(args, name, None)
+        if value is not None:
+            out += [f"generation.decoders.{m}.{key}={value}" for m in DECODER_FLAGS]
+            flags.append("--" + name.replace("_", "-"))
+    flags += [f"--set {s.split('=')[0]}" for s in (getattr(args, "set", None) or []) if s.startswith("generation.")]
+    return out, flags
+
+
+def json_string(text: str) -> str:
+    """`text` as an override value that stays a string (a JSON string is a YAML string)."""
+    import json
+
+    return json.dumps(text)

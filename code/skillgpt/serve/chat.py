@@ -2,7 +2,8 @@
 
 `Conversation` (the turns of one chat about one set of media) is shared with the Gradio demo; prompt
 building and generation are `SkillAssistant`'s (`encode`, `with_placeholders`, `stream_reply`); a loaded
-clip is encoded once (`encode_media`) and its features reused by every rating and reply.
+clip is encoded once (`encode_media`) and its features reused by every rating and reply. A model with signal
+tokens (model.generation) may answer with images, videos and audio: the chat prints their paths.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator, TextIO
 
 if TYPE_CHECKING:  # torch / transformers are imported with the assistant, not with this module
     from skillgpt.inference.assistant import Media, SkillAssistant, Turn
+    from skillgpt.inference.media import MediaFile
 
 
 @dataclass
@@ -43,11 +45,14 @@ class Conversation:
                     raise
                 self.exchanges.pop(0)
 
-    def stream(self, assistant: "SkillAssistant", question: str, **gen: float) -> Iterator[str]:
-        """Stream the reply to `question` (cumulative text); the exchange is kept once the reply is complete."""
+    def stream(self, assistant: "SkillAssistant", question: str, files: "list[MediaFile] | None" = None,
+               media_prefix: str = "reply", **gen: float) -> Iterator[str]:
+        """Stream the reply to `question` (cumulative text); the exchange is kept once the reply is complete.
+        With `files`, the media the reply asks for are generated after its text and appended there."""
         answer = ""
         turns = self.turns(assistant, question)
-        for answer in assistant.stream_reply(turns, self.media, **gen):  # type: ignore[arg-type]
+        extra = {"files": files, "media_prefix": media_prefix} if files is not None else {}
+        for answer in assistant.stream_reply(turns, self.media, **extra, **gen):  # type: ignore[arg-type]
             yield answer
         self.exchanges.append((question, answer))
 
@@ -144,13 +149,16 @@ class ChatShell:
         self.say(format_rating(self.assistant.rate(self.conv.media)))
 
     def ask(self, question: str) -> None:
-        if self.conv.media is None:  # without a clip the model would invent a rating and feedback
+        generates = bool(self.assistant.media_modalities)  # may answer with media: text-only prompts make sense
+        if self.conv.media is None and not generates:  # without a clip the model would invent a rating
             self.error("no clip loaded; use /video PATH first (SkillGPT answers questions about a clip)")
             return
         self.out.write(self.reply_prefix)
         self.out.flush()
         shown = ""
-        stream = self.conv.stream(self.assistant, question, **self.gen)
+        files: list = []
+        extra = {"files": files, "media_prefix": "chat"} if generates else {}
+        stream = self.conv.stream(self.assistant, question, **extra, **self.gen)
         try:
             for text in stream:
                 if text.startswith(shown):
@@ -164,6 +172,8 @@ class ChatShell:
             self.say(" [interrupted]")
             return
         self.say()
+        for f in files:  # the reply's images / videos / audio
+            self.say(f"  {f.modality}: {f.path}")
 
     def handle(self, line: str) -> bool:
         """Run one input line; False means quit."""
@@ -221,14 +231,17 @@ class ChatShell:
 
 
 def run_chat(ckpt: str, video: str | None = None, device: str | None = None, overrides: list[str] | None = None,
-             seed: int = 0, **gen: float) -> int:
+             seed: int = 0, media_flags: list[str] | None = None, **gen: float) -> int:
     """Load the checkpoint (`overrides`: key=value changes to its config) and run the terminal chat
-    (`seed`: the random seed of sampled replies)."""
+    (`seed`: the random seed of sampled replies; `media_flags`: the media settings given, refused for a
+    model without signal tokens)."""
     import torch
 
     from skillgpt.inference.assistant import SkillAssistant
+    from skillgpt.inference.media import check_media_request
 
     torch.manual_seed(seed)
     print(f"loading {ckpt} ...", flush=True)
     assistant = SkillAssistant(ckpt, device=device, overrides=overrides)
+    check_media_request(assistant.model, media_flags or [])
     return ChatShell(assistant, **gen).run(video)

@@ -29,10 +29,12 @@ def _chat(args: argparse.Namespace) -> None:
     from skillgpt.serve.chat import run_chat
 
     from skillgpt.checkpoint.flags import location_overrides
+    from skillgpt.inference.inputs import media_overrides
 
+    media, flags = media_overrides(args)
     status = run_chat(args.ckpt, args.video, device=args.device, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                      overrides=location_overrides(args))
+                      overrides=location_overrides(args) + media, media_flags=flags)
     if status:
         raise SystemExit(status)
 
@@ -48,7 +50,7 @@ def _check_chat(args: argparse.Namespace) -> None:
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     """Register the serving subcommands on the `skillgpt` parser."""
     from skillgpt.checkpoint.flags import add_location_flags
-    from skillgpt.inference.inputs import add_sampling_flags
+    from skillgpt.inference.inputs import add_media_flags, add_sampling_flags
 
     # Defaults of `demo` live in skillgpt.serve.demo.ServeConfig (None here = keep that default); the
     # help texts state them without importing gradio.
@@ -71,6 +73,7 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
                    help="second question after rating, its answer fills the feedback box "
                         "(default: 'What should this athlete improve?')")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    add_media_flags(p)
     add_location_flags(p)
     p.set_defaults(func=_demo, check=_check_demo)
 
@@ -79,5 +82,6 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", default=None, help="clip to start with (default: none; load one with /video PATH)")
     add_sampling_flags(p, max_new_tokens=128)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+    add_media_flags(p)
     add_location_flags(p)
     p.set_defaults(func=_chat, check=_check_chat)

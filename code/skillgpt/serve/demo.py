@@ -13,6 +13,11 @@ checked (kind, size, duration, decodability) before the model sees them, and a r
 request shows its message in the page (a warning toast and the status box) without affecting the app;
 requests go through Gradio's queue with a fixed number running at once; every request is logged in one
 line (`skillgpt.serve.access`).
+
+A model with signal tokens (model.generation) may answer with media: the reply's image, video and audio
+(``generation.decoders.*``, written to ``generation.media_dir``) show under the chat in an image, a video and
+an audio player, hidden while the latest reply has none. Without signal tokens the page and the API are as
+they were.
 """
 from __future__ import annotations
 
@@ -91,6 +96,7 @@ class SkillDemo:
         self.slots: list[tuple[str, Optional[str]]] = [("video", v) for v in self.views] or [("video", None)]
         self.slots += [("image", None)] + ([("audio", None)] if "<audio>" in assistant.placeholder_tokens else [])
         self.labels = list(assistant.cfg.eval.labels)
+        self.media_out: list[str] = list(getattr(assistant, "media_modalities", []))  # image / video / audio
         self._cache: OrderedDict[tuple, "Media"] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -140,6 +146,21 @@ class SkillDemo:
                "max_new_tokens": int(max_new_tokens or self.cfg.max_new_tokens)}
         return paths, gen, (state or {})
 
+    def _shown(self, values: tuple, files: Optional[list] = None) -> tuple:
+        """`values` plus one update per media output (models with signal tokens only): `files` None leaves them
+        as they are; a list shows each modality's last file there and hides the modalities without one."""
+        if not self.media_out:
+            return values
+        if files is None:
+            return (*values, *(gr.skip() for _ in self.media_out))
+        last = {f.modality: str(f.path) for f in files}
+        return (*values, *(gr.update(value=last.get(m), visible=m in last) for m in self.media_out))
+
+    def _stream(self, conv: Conversation, question: str, files: list, gen: dict) -> Iterator[str]:
+        """`conv.stream`, generating the reply's media into `files` when the model has signal tokens."""
+        extra = {"files": files, "media_prefix": "demo"} if self.media_out else {}
+        return conv.stream(self.assistant, question, **extra, **gen)
+
     @staticmethod
     def _fail(err: BaseException) -> str:
         msg = describe_error(err)
@@ -169,11 +190,12 @@ class SkillDemo:
         probs: Any = None
         level, feedback, history = "", "", []
         state: dict = {}
+        files: list = []
         try:
             if not any(path for (kind, _), path in zip(self.slots, paths) if kind == "video"):
                 raise UploadRejected("Upload a video clip first (or pick an example).")
             key, media = self.media(paths)
-            yield probs, level, feedback, history, "Rating…", state
+            yield self._shown((probs, level, feedback, history, "Rating…", state), files)
             scores = self.assistant.rate(media)  # type: ignore[arg-type]
             best = max(scores, key=scores.get)  # type: ignore[arg-type]
             probs, level = scores, f"{best} ({scores[best]:.1%})"
@@ -184,17 +206,17 @@ class SkillDemo:
                      (self.cfg.feedback_question, self.cfg.feedback_question, True, "Writing feedback…"))
             for question, shown, box, note in turns:
                 history = history + [{"role": "user", "content": shown}, {"role": "assistant", "content": ""}]
-                yield probs, level, feedback, history, note, state
-                for answer in conv.stream(self.assistant, question, **gen):
+                yield self._shown((probs, level, feedback, history, note, state))
+                for answer in self._stream(conv, question, files, gen):
                     history[-1] = {"role": "assistant", "content": answer}
                     feedback = answer if box else feedback
-                    yield probs, level, feedback, history, note, state
+                    yield self._shown((probs, level, feedback, history, note, state))
             state = {"key": key, "exchanges": conv.exchanges, "history": history}
-            outcome = f"ok level={best}"
-            yield probs, level, feedback, history, "Done. Ask a follow-up question below.", state
+            outcome = f"ok level={best}" + (f" media={len(files)}" if files else "")
+            yield self._shown((probs, level, feedback, history, "Done. Ask a follow-up question below.", state), files)
         except Exception as err:
             outcome = f"error: {describe_error(err)}"
-            yield probs, level, feedback, history, self._fail(err), state
+            yield self._shown((probs, level, feedback, history, self._fail(err), state))
         finally:
             self.log(request_line("rate", request, paths, started, outcome))
 
@@ -204,10 +226,11 @@ class SkillDemo:
         started, outcome = time.monotonic(), "cancelled"
         history = list(state.get("history", []))
         message = (message or "").strip()
+        files: list = []
         try:
             if not message:
                 outcome = "empty question"
-                yield history, "", "Type a question first.", state
+                yield self._shown((history, "", "Type a question first.", state))
                 return
             key, media = self.media(paths)
             note = ""
@@ -215,24 +238,23 @@ class SkillDemo:
                 history, state, note = [], {}, " (new clip: new conversation)"
             conv = Conversation(media=media, exchanges=list(state.get("exchanges", [])))
             history = history + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-            yield history, "", "Answering…" + note, state
-            for answer in conv.stream(self.assistant, message, **gen):
+            yield self._shown((history, "", "Answering…" + note, state), files)
+            for answer in self._stream(conv, message, files, gen):
                 history[-1] = {"role": "assistant", "content": answer}
-                yield history, "", "Answering…" + note, state
+                yield self._shown((history, "", "Answering…" + note, state))
             state = {"key": key, "exchanges": conv.exchanges, "history": history}
-            outcome = "ok"
-            yield history, "", "Done." + note, state
+            outcome = "ok" + (f" media={len(files)}" if files else "")
+            yield self._shown((history, "", "Done." + note, state), files)
         except Exception as err:
             outcome = f"error: {describe_error(err)}"
             if history and history[-1]["role"] == "assistant" and not history[-1]["content"]:
                 history = history[:-2]  # drop the unanswered turn
-            yield history, message, self._fail(err), state
+            yield self._shown((history, message, self._fail(err), state))
         finally:
             self.log(request_line("chat", request, paths, started, outcome, f"question={len(message)} chars"))
 
-    @staticmethod
-    def clear() -> tuple:
-        return [], "", "Conversation cleared.", {}
+    def clear(self) -> tuple:
+        return self._shown(([], "", "Conversation cleared.", {}), [])
 
     # ---- layout --------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -287,17 +309,26 @@ class SkillDemo:
                                       scale=5, elem_id="chat-input")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send-btn")
                 clear = gr.Button("Clear chat", scale=1, elem_id="clear-btn")
+            made: list = []  # the reply's media (models with signal tokens), hidden while there are none
+            if self.media_out:
+                with gr.Row():
+                    for m in self.media_out:
+                        kind = {"image": gr.Image, "video": gr.Video, "audio": gr.Audio}[m]
+                        extra = {"type": "filepath"} if m != "video" else {}
+                        made.append(kind(label=f"Generated {m}", interactive=False, visible=False,
+                                         elem_id=f"generated-{m}", **extra))
             state = gr.State({})
 
             gen_inputs = [*inputs, temperature, top_p, max_new, state]
             for comp in inputs:
                 comp.upload(self.check, inputs=inputs, outputs=[status], api_name=False)
-            rate_btn.click(self.rate, inputs=gen_inputs, outputs=[rating, level, feedback, chatbot, status, state],
-                           api_name="rate")
-            chat_args = dict(inputs=[question, *gen_inputs], outputs=[chatbot, question, status, state])
+            rate_btn.click(self.rate, inputs=gen_inputs,
+                           outputs=[rating, level, feedback, chatbot, status, state, *made], api_name="rate")
+            chat_args = dict(inputs=[question, *gen_inputs], outputs=[chatbot, question, status, state, *made])
             send.click(self.chat, api_name="chat", **chat_args)
             question.submit(self.chat, api_name=False, **chat_args)
-            clear.click(self.clear, outputs=[chatbot, question, status, state], api_name=False, queue=False)
+            clear.click(self.clear, outputs=[chatbot, question, status, state, *made], api_name=False, queue=False)
+        demo.media_dirs = [str(a.media_maker.media_dir)] if self.media_out else []  # served: launch's allowed_paths
         demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
         return demo
 
@@ -307,12 +338,14 @@ def build_demo(assistant: "SkillAssistant", cfg: ServeConfig | None = None, log:
     return SkillDemo(assistant, cfg or ServeConfig(), log).build()
 
 
-def launch_kwargs(cfg: ServeConfig) -> dict[str, Any]:
+def launch_kwargs(cfg: ServeConfig, allowed_paths: Optional[list[str]] = None) -> dict[str, Any]:
     """What `demo.launch` gets: loopback and no share link unless configured, the optional login,
-    Gradio's upload cap."""
+    Gradio's upload cap; `allowed_paths`: folders of generated media it may serve (besides the working
+    directory and the temp folder, which Gradio serves anyway)."""
+    extra = {"allowed_paths": list(allowed_paths)} if allowed_paths else {}
     return dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share, auth=parse_auth(cfg.auth),
                 auth_message="SkillGPT demo: log in with the user and password given to --auth" if cfg.auth else None,
-                max_file_size=cfg.transport_limit_bytes, show_error=True, ssr_mode=False)
+                max_file_size=cfg.transport_limit_bytes, show_error=True, ssr_mode=False, **extra)
 
 
 def launch(demo: gr.Blocks, cfg: ServeConfig, block: bool = True) -> gr.Blocks:
@@ -321,7 +354,7 @@ def launch(demo: gr.Blocks, cfg: ServeConfig, block: bool = True) -> gr.Blocks:
     for warning in exposure_warnings(cfg.host, cfg.share, cfg.auth is not None):
         print(warning, file=sys.stderr, flush=True)
     try:
-        demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(cfg))
+        demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(cfg, getattr(demo, "media_dirs", None)))
     except OSError as err:  # Gradio: "Cannot find empty port ... passing the server_port parameter to launch()"
         raise OSError(f"cannot serve the demo on {cfg.host}:{cfg.port}: the port is in use (or the host is not an "
                       f"address of this machine); pick another with --port N (or --host)") from err
@@ -356,8 +389,12 @@ def main(args: argparse.Namespace) -> None:
     """`skillgpt demo`: load the checkpoint, build the app, serve until interrupted."""
     from skillgpt.checkpoint.flags import location_overrides
     from skillgpt.inference.assistant import SkillAssistant
+    from skillgpt.inference.inputs import media_overrides
+    from skillgpt.inference.media import check_media_request
 
     cfg = serve_config(args)
+    media, flags = media_overrides(args)
     print(f"loading {args.ckpt} ...", flush=True)
-    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args))
+    assistant = SkillAssistant(args.ckpt, device=args.device, overrides=location_overrides(args) + media)
+    check_media_request(assistant.model, flags)
     launch(build_demo(assistant, cfg), cfg)
