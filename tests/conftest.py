@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One intra-op thread per process (unless the caller sets OMP_NUM_THREADS): the tests' models are tiny, so on
+# 2 cores thread hand-offs cost more than they gain (bench/RESULTS.md, "Test suite time"), and the training
+# processes some tests start inherit it. Set before torch is imported; pytest_configure covers an earlier import.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @dataclass
@@ -273,32 +285,9 @@ def scripted_replies(monkeypatch: pytest.MonkeyPatch):
     return script
 
 
-def make_standin_decoder(folder: Path, width: int = 16) -> Path:
-    """A decoder folder as the caption cache reads it (text_encoder/: a tiny random CLIP text model of `width`,
-    tokenizer/: CLIP BPE over single letters), standing in for Stable Diffusion's; returns folder/decoder."""
-    import json
-    import string
-
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    src = folder / "src"
-    src.mkdir(parents=True)
-    pieces = ["<|startoftext|>", "<|endoftext|>", *string.ascii_lowercase, *(c + "</w>" for c in string.ascii_lowercase)]
-    (src / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
-    (src / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(vocab=str(src / "vocab.json"), merges=str(src / "merges.txt"), model_max_length=77)
-    torch.manual_seed(0)
-    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
-                                           num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                                           bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    encoder.save_pretrained(folder / "decoder" / "text_encoder")
-    tokenizer.save_pretrained(folder / "decoder" / "tokenizer")
-    return folder / "decoder"
-
-
-# The tiny NExT-GPT recipe at test size: a 16-wide stand-in decoder text encoder and a projector to match.
-NEXTGPT_TINY = ["model.generation.image_shape=[77,16]", "model.generation.hidden_dim=16", "model.generation.heads=2"]
+# The tiny NExT-GPT recipe at test size: the tiny Stable Diffusion pipeline of `tiny_decoders` (32-wide CLIP text
+# encoder) and a projector to match.
+NEXTGPT_TINY = ["model.generation.image_shape=[77,32]", "model.generation.hidden_dim=16", "model.generation.heads=2"]
 
 
 @dataclass
@@ -324,9 +313,10 @@ class NextGPTRun:
 
 
 @pytest.fixture(scope="session")
-def nextgpt_run(tiny_workspace: TinyWorkspace, tmp_path_factory: pytest.TempPathFactory) -> NextGPTRun:
+def nextgpt_run(tiny_workspace: TinyWorkspace, tiny_decoders: dict[str, Path],
+                tmp_path_factory: pytest.TempPathFactory) -> NextGPTRun:
     """Stages 1 and 2 of the tiny NExT-GPT recipe (config/nextgpt/) through the real CLI: the recipe's data from
-    the synthetic set, its captions cached with a stand-in decoder text encoder, stage 1 for one step, stage 2
+    the synthetic set, its captions cached with the tiny Stable Diffusion pipeline's text encoder, stage 1 for one step, stage 2
     (signal rows + output projector, alignment loss) for 4 steps (epochs) over the 8 training captions."""
     import json
 
@@ -341,7 +331,7 @@ def nextgpt_run(tiny_workspace: TinyWorkspace, tmp_path_factory: pytest.TempPath
     (data / "tx_all.json").write_text(json.dumps(every))
     cache = root / "captions"
     assert main(["cache-caption-embeddings", "--data", str(data / "tx_all.json"), "--decoder",
-                 str(make_standin_decoder(root)), "--modality", "image", "--out", str(cache)]) == 0
+                 str(tiny_decoders["image"]), "--modality", "image", "--out", str(cache)]) == 0
     run = NextGPTRun(tiny_workspace, root, data, cache, root / "stage_1", root / "stage_2")
     assert main(["train", str(REPO / "config" / "nextgpt" / "stage_1.yaml"),
                  *run.overrides(1, "train.max_steps=1", "train.micro_batch_size=2")]) == 0

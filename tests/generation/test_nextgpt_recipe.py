@@ -16,7 +16,8 @@ from skillgpt.generation.recipe_data import tx_samples
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_stage_three_trains_on_mixed_answers_and_keeps_every_part(nextgpt_run, tmp_path, capsys) -> None:
+def test_stage_three_trains_on_mixed_answers_and_keeps_every_part(nextgpt_run, tiny_decoders, scripted_replies,
+                                                                  tmp_path, capsys) -> None:
     assert main(["train", str(REPO / "config" / "nextgpt" / "stage_3.yaml"),
                  *nextgpt_run.overrides(3, "train.max_steps=1", "train.micro_batch_size=4")]) == 0
     ckpt = nextgpt_run.root / "stage_3" / "checkpoint-1"
@@ -36,6 +37,19 @@ def test_stage_three_trains_on_mixed_answers_and_keeps_every_part(nextgpt_run, t
     assert (summary["n_text"], summary["n_generate"]) == (2, 2) and math.isfinite(summary["text_loss"])
     assert summary["per_modality"]["image"]["n"] == 2
     assert "retrieval top-1" in capsys.readouterr().out
+
+    # and infer from the stage-3 checkpoint draws the reply's image with the decoder whose captions were cached
+    scripted_replies(["Here", "[IMG0]", None, None, None, "</s>"])  # [IMG1..3]: the signal-run rule completes it
+    clip = sorted((nextgpt_run.workspace.data / "videos" / "test").glob("*.mp4"))[0]
+    assert main(["infer", "--ckpt", str(ckpt), "--video", str(clip), "Show the movement.",
+                 "--image-decoder", str(tiny_decoders["image"]), "--media-dir", str(tmp_path / "media"),
+                 "--set", "generation.decoders.image.steps=1", "--set", "generation.decoders.image.height=16",
+                 "--set", "generation.decoders.image.width=24"]) == 0
+    printed = capsys.readouterr().out
+    image = Path(next(line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("image: ")))
+    from PIL import Image
+
+    assert image.parent == tmp_path / "media" and Image.open(image).size == (24, 16)
 
 
 def test_recipe_data_keeps_the_level_out_of_the_requests() -> None:

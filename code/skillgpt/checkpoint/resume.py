@@ -31,7 +31,7 @@ RESUME_SAFE_KEYS = ("train.save_every", "train.keep_last", "train.resume", "trai
                     "train.output_dir", "train.init_from", "train.deepspeed_config", "train.activation_checkpointing", "train.compile",
                     "train.report_to", "train.eval_every",
                     "data.num_workers", "data.prefetch_factor", "data.feature_cache", "data.cache_videos", "eval.",
-                    "run_name")
+                    "generation.", "run_name")  # generation.*: inference-time decoder settings
 
 
 @dataclass
