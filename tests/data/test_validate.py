@@ -155,8 +155,10 @@ VARIANTS = {  # overrides on the tiny preset: every encoder output, projector, v
     "timesformer": ["model.encoder.name=hf_video", "model.encoder.path={timesformer}"],
     "siglip-context": ["model.context.enabled=true", "model.context.encoder.path={siglip}", "model.context.frames=3",
                        "model.context.position=after", "model.context.encoder.pool=2"],
-    "audio-clip_tokens": ["model.audio.enabled=true", "model.audio.output=clip_tokens", "data.audio.num_clips=2"],
-    "audio-pooled": ["model.audio.enabled=true", "model.audio.output=pooled", "model.audio.projector.name=linear"],
+    "audio-clip_tokens": ["model.audio.enabled=true", "model.audio.output=clip_tokens", "data.audio.num_clips=2",
+                          "model.encoder.audio_width=32", "model.encoder.audio_layers=2", "model.encoder.audio_heads=2"],
+    "audio-pooled": ["model.audio.enabled=true", "model.audio.output=pooled", "model.audio.projector.name=linear",
+                     "model.encoder.audio_width=32", "model.encoder.audio_layers=2", "model.encoder.audio_heads=2"],
     # three crops per clip: averaged by pooled / clip_embeddings, every crop's tokens otherwise
     "crops-clip_tokens": ["data.video.num_crops=3"],
     "crops-pooled": ["data.video.num_crops=3", "model.encoder.output=pooled", "model.projector.name=linear"],

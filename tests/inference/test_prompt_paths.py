@@ -97,7 +97,9 @@ def test_view_fusion_projector_takes_an_image(tiny_workspace) -> None:
 
 def test_audio_only_scoring(tiny_workspace) -> None:
     """An audio-only sample rated with the default question: its <video> is dropped, <audio> put first."""
-    cfg = tiny_workspace.config(2, "audio", "model.audio.enabled=true", "train.init_from=null")
+    cfg = tiny_workspace.config(2, "audio", "model.audio.enabled=true", "train.init_from=null",  # audio branch at
+                                "model.encoder.audio_width=32", "model.encoder.audio_layers=2",  # a test width
+                                "model.encoder.audio_heads=2")
     model, tokenizer = build_model(cfg)
     from skillgpt.data.templates import tokenize_conversation
 

@@ -83,7 +83,10 @@ COMBOS = {
                                      "model.projector.num_queries=2", "model.encoder.pool=1"]),
     "imagebind+siglip_context": ("plain", ["model.context.enabled=true", "model.context.encoder.path={siglip}",
                                            "model.context.frames=3", "model.context.position=after"]),
-    "imagebind+audio": ("audio", ["model.audio.enabled=true", "model.audio.projector.name=linear"]),
+    # the audio branch at a test width (the default is ImageBind-huge's: tens of seconds a forward on 2 cores)
+    "imagebind+audio": ("audio", ["model.audio.enabled=true", "model.audio.projector.name=linear",
+                                  "model.encoder.audio_width=32", "model.encoder.audio_layers=2",
+                                  "model.encoder.audio_heads=2"]),
     # the VideoGPT+ presets' shape at a tiny size: InternVideo2 (random, 2 blocks) + CLIP context frames, both
     # through pool projectors that project then pool, VideoGPT+'s frame sampling; pooling levels 1, 2, 4
     **{f"videogpt_plus_pool{pool}": ("plain", [
