@@ -32,4 +32,12 @@ ensure_chromium() {
 ensure_chromium
 
 python bench/logits_check.py
-python -m pytest tests "$@"
+# Two pytest workers (SKILLGPT_TEST_WORKERS=N for another count, 0 for none), each test file on one worker, each
+# worker on one torch thread (tests/conftest.py): on 2 cores this halves the wall time of one process with 2
+# threads, whose tiny models leave the second core mostly idle (bench/RESULTS.md, "Test suite wall time").
+workers=${SKILLGPT_TEST_WORKERS:-2}
+if [ "$workers" = "0" ]; then
+  python -m pytest tests "$@"
+else
+  python -m pytest tests -n "$workers" --dist loadfile "$@"
+fi

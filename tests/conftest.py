@@ -287,7 +287,8 @@ def scripted_replies(monkeypatch: pytest.MonkeyPatch):
 
 # The tiny NExT-GPT recipe at test size: the tiny Stable Diffusion pipeline of `tiny_decoders` (32-wide CLIP text
 # encoder) and a projector to match.
-NEXTGPT_TINY = ["model.generation.image_shape=[77,32]", "model.generation.hidden_dim=16", "model.generation.heads=2"]
+NEXTGPT_TINY = ["model.generation.image_shape=[77,32]", "model.generation.hidden_dim=16", "model.generation.heads=2",
+                "model.generation.encoder_layers=1", "model.generation.decoder_layers=1"]
 
 
 @dataclass
