@@ -80,3 +80,57 @@ def test_train_script_recipe_selector() -> None:
     assert f"{REPO}/config/stage_2.yaml" in run("--dry-run", "2").stdout  # the skill recipe, as before
     bad = run("--recipe", "nope", "1")
     assert bad.returncode == 2 and "unknown recipe 'nope' (recipes: skill nextgpt)" in bad.stderr
+
+
+def test_image_video_and_audio_through_stages_two_and_three_then_infer(tiny_workspace, tiny_decoders,
+                                                                        scripted_replies, tmp_path, capsys) -> None:
+    """The recipe's decoder side for all three modalities: captions cached with the tiny Stable Diffusion,
+    text-to-video and AudioLDM pipelines' own text encoders, stage 2 then stage 3 on image, video and audio
+    requests, and infer from stage 3 writes the reply's picture, clip and sound with those pipelines, at the
+    configured size and length."""
+    import wave
+
+    import av
+    from PIL import Image
+
+    captions = json.loads((tiny_workspace.data / "captions_train.json").read_text())
+    modalities = ("image", "video", "audio")
+    (tmp_path / "tx.json").write_text(json.dumps([s for m in modalities for s in tx_samples(captions, m, 2)]))
+    (tmp_path / "instruct.json").write_text(json.dumps([s for m in modalities
+                                                        for s in tx_samples(captions, m, 2, reply=True)]))
+    for modality in modalities:
+        assert main(["cache-caption-embeddings", "--data", str(tmp_path / "tx.json"), "--decoder",
+                     str(tiny_decoders[modality]), "--modality", modality, "--out", str(tmp_path / modality)]) == 0
+    sizes = ["model.generation.image_tokens=2", "model.generation.video_tokens=2", "model.generation.audio_tokens=2",
+             "model.generation.image_shape=[77,32]", "model.generation.video_shape=[77,16]",
+             "model.generation.audio_shape=[1,16]",
+             "model.generation.hidden_dim=16", "model.generation.heads=2", "model.generation.encoder_layers=1",
+             "model.generation.decoder_layers=1"]
+    common = [f"model.llm.path={tiny_workspace.llm}", *sizes, "data.val=null", "data.test=null",
+              *(f"data.caption_cache.{m}={tmp_path / m}" for m in modalities), "train.eval_every=0", "train.report_to=[]",
+              "train.micro_batch_size=8"]
+    for stage, data, extra in ((2, "tx.json", ["train.init_from=null", "train.epochs=1"]),
+                               (3, "instruct.json", [f"train.init_from={tmp_path / 'stage_2'}", "train.max_steps=1"])):
+        assert main(["train", str(REPO / "config" / "nextgpt" / f"stage_{stage}.yaml"), *common,
+                     f"data.train={tmp_path / data}", f"train.output_dir={tmp_path / f'stage_{stage}'}",
+                     f"train.deepspeed_config={REPO}/dsconfig/nextgpt/stage_{stage}.json", *extra]) == 0
+    ckpt = sorted((tmp_path / "stage_3").glob("checkpoint-*"))[-1]
+    assert (ckpt / "generation.safetensors").is_file() and (ckpt / "adapter").is_dir()
+
+    scripted_replies(["Here", "[IMG0]", None, "[VID0]", None, "[AUD0]", None, "</s>"])  # [IMG1]...: the signal-run rule
+    capsys.readouterr()
+    assert main(["infer", "--ckpt", str(ckpt), "--max-new-tokens", "12", "--media-dir", str(tmp_path / "media"),
+                 *[a for m in modalities for a in (f"--{m}-decoder", str(tiny_decoders[m]))], "--decoder-steps", "1",
+                 *[a for s in ("image.height=16", "image.width=24", "video.height=16", "video.width=24",
+                               "video.num_frames=3", "video.fps=6", "audio.length_s=0.1")
+                   for a in ("--set", f"generation.decoders.{s}")],
+                 "Show the movement as a picture, a clip and a sound."]) == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert set(printed) == set(modalities)
+    with Image.open(printed["image"]) as image:
+        assert image.size == (24, 16)
+    with av.open(printed["video"]) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(frames) == 3 and frames[0].shape == (16, 24, 3)
+    with wave.open(printed["audio"], "rb") as wav:
+        assert wav.getnframes() == int(0.1 * wav.getframerate())
