@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # One intra-op thread per process (unless the caller sets OMP_NUM_THREADS): the tests' models are tiny, so on
-# 2 cores thread hand-offs cost more than they gain (bench/RESULTS.md, "Test suite time"), and the training
+# 2 cores thread hand-offs cost more than they gain (bench/RESULTS.md, "Test suite wall time"), and the training
 # processes some tests start inherit it. Set before torch is imported; pytest_configure covers an earlier import.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
