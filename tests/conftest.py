@@ -143,13 +143,17 @@ def _clip_text(width: int):
                                         bos_token_id=0, eos_token_id=1, pad_token_id=1))
 
 
+def _unet_sizes(dims: str) -> dict:
+    """A tiny cross-attention UNet's settings (2D: Stable Diffusion's, 3D: text-to-video's), two levels."""
+    return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+                down_block_types=(f"CrossAttnDownBlock{dims}", f"DownBlock{dims}"),
+                up_block_types=(f"UpBlock{dims}", f"CrossAttnUpBlock{dims}"), attention_head_dim=4, norm_num_groups=4)
+
+
 def _image_pipeline(tmp: Path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4)
+    unet = UNet2DConditionModel(**_unet_sizes("2D"), cross_attention_dim=32)
     return StableDiffusionPipeline(vae=_vae(3), text_encoder=_clip_text(32), tokenizer=_clip_tokenizer(tmp), unet=unet,
                                    scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
                                    image_encoder=None, requires_safety_checker=False)
@@ -158,10 +162,7 @@ def _image_pipeline(tmp: Path):
 def _video_pipeline(tmp: Path):
     from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 
-    unet = UNet3DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+    unet = UNet3DConditionModel(**_unet_sizes("3D"), cross_attention_dim=16)
     return TextToVideoSDPipeline(vae=_vae(3), text_encoder=_clip_text(16), tokenizer=_clip_tokenizer(tmp), unet=unet,
                                  scheduler=_scheduler())
 
